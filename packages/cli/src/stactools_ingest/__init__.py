@@ -1,0 +1,1 @@
+"""stactools_ingest."""

@@ -1,0 +1,285 @@
+"""An embedded PostgreSQL + PostGIS + pgstac server that the tool runs itself.
+
+Used by ``stactools-ingest local``/``run`` and by the test suite, so both exercise one piece of
+code. As root, the server runs as an unprivileged user (``postgres``, created if missing), since
+PostgreSQL refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from ingest_common.errors import IngestError
+
+SERVER_USER = "postgres"
+DB_NAME = "pgstac"
+
+
+class EmbeddedError(IngestError):
+    """The embedded server could not be set up or started; the message says what to install."""
+
+    exit_code = 4
+
+
+def _run(cmd: list[str], user: str | None = None, **kwargs) -> subprocess.CompletedProcess:
+    if user:
+        cmd = ["runuser", "-u", user, "--", *cmd]
+    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        raise EmbeddedError(
+            f"{' '.join(cmd)} failed (exit {result.returncode}): "
+            f"{(result.stderr or result.stdout).strip()[-2000:]}"
+        )
+    return result
+
+
+def _candidate_bindirs() -> list[Path]:
+    dirs = []
+    if shutil.which("pg_config"):
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True)
+        if out.returncode == 0:
+            dirs.append(Path(out.stdout.strip()))
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    return [d for d in [*versions, *dirs] if (d / "postgres").exists()]
+
+
+def _sharedir(bindir: Path) -> Path:
+    pg_config = bindir / "pg_config"
+    if pg_config.exists():
+        out = subprocess.run([str(pg_config), "--sharedir"], capture_output=True, text=True)
+        if out.returncode == 0:
+            return Path(out.stdout.strip())
+    return Path("/usr/share/postgresql") / bindir.parent.name
+
+
+def _apt_install(packages: list[str], say) -> None:
+    say(f"installing {' '.join(packages)} with apt-get (this machine has apt and we are root)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    _run(["apt-get", "update", "-qq"], env=env)
+    _run(["apt-get", "install", "-y", "-qq", *packages], env=env)
+
+
+def find_server(install: bool = True, say=lambda msg: print(msg, file=sys.stderr)) -> Path:
+    """The bin directory of a PostgreSQL server with PostGIS, installing them with apt if allowed."""
+    can_apt = install and os.geteuid() == 0 and shutil.which("apt-get") is not None
+    bindirs = _candidate_bindirs()
+    if not bindirs:
+        if not can_apt:
+            raise EmbeddedError(
+                "no PostgreSQL server found; install it (Debian/Ubuntu: apt-get install "
+                "postgresql postgresql-15-postgis-3) or pass --dsn for an existing pgstac"
+            )
+        _apt_install(["postgresql"], say)
+        bindirs = _candidate_bindirs()
+    bindir = bindirs[0]
+    major = bindir.parent.name
+    if not (_sharedir(bindir) / "extension" / "postgis.control").exists():
+        package = f"postgresql-{major}-postgis-3"
+        if not can_apt:
+            raise EmbeddedError(
+                f"PostGIS is not installed for PostgreSQL {major}; install {package} "
+                "(apt-get install " + package + ") or pass --dsn for an existing pgstac"
+            )
+        _apt_install([package], say)
+    return bindir
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ensure_server_user() -> str | None:
+    """The user to run postgres as: ourselves unless we are root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        _run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", SERVER_USER]
+        )
+    return SERVER_USER
+
+
+def _check_traversable(path: Path, user: str) -> None:
+    info = pwd.getpwnam(user)
+    for parent in [path, *path.parents]:
+        st = parent.stat()
+        if st.st_uid == info.pw_uid:
+            continue
+        if not st.st_mode & 0o001:
+            raise EmbeddedError(
+                f"the database server runs as '{user}', which cannot enter {parent}; "
+                f"set STACTOOLS_INGEST_HOME to a directory it can reach (e.g. under /var/tmp)"
+            )
+
+
+@dataclass
+class EmbeddedServer:
+    """A PostgreSQL data directory under ``home`` and the server running on it."""
+
+    home: Path
+    durable: bool = True
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "pgdata"
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / "server.json"
+
+    def _state(self) -> dict:
+        try:
+            return json.loads(self.state_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {}
+
+    @property
+    def port(self) -> int | None:
+        return self._state().get("port")
+
+    def dsn(self, dbname: str = DB_NAME) -> str:
+        """A libpq connection string other tools can use (trust auth on 127.0.0.1 only)."""
+        port = self.port
+        if port is None:
+            raise EmbeddedError(
+                "the embedded pgstac is not running; run: stactools-ingest local start"
+            )
+        return f"postgresql://{SERVER_USER}@127.0.0.1:{port}/{dbname}"
+
+    def conninfo(self, dbname: str = DB_NAME) -> dict:
+        """Connection parameters for psycopg."""
+        return {"host": "127.0.0.1", "port": self.port, "user": SERVER_USER, "dbname": dbname}
+
+    def is_running(self) -> bool:
+        port = self.port
+        if port is None or not (self.data_dir / "postmaster.pid").exists():
+            return False
+        try:
+            with psycopg.connect(**self.conninfo("postgres"), connect_timeout=3):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+    def start(self, say=lambda msg: print(msg, file=sys.stderr)) -> None:
+        """Initialise (first time), start and migrate; a running server is left as it is."""
+        if self.is_running():
+            return
+        bindir = find_server(say=say)
+        user = _ensure_server_user()
+        self.home.mkdir(parents=True, exist_ok=True)
+        if user:
+            _check_traversable(self.home, user)
+            shutil.chown(self.home, user)
+        if not (self.data_dir / "PG_VERSION").exists():
+            say(f"initialising a PostgreSQL data directory in {self.data_dir}")
+            self.data_dir.mkdir(exist_ok=True)
+            if user:
+                shutil.chown(self.data_dir, user)
+            _run(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    SERVER_USER,
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ],
+                user=user,
+            )
+        stale_pid = self.data_dir / "postmaster.pid"
+        if stale_pid.exists():  # left by a killed server; pg_ctl refuses to start otherwise
+            with contextlib.suppress(Exception):
+                _run(
+                    [str(bindir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "stop"],
+                    user=user,
+                )
+            stale_pid.unlink(missing_ok=True)
+        port = _free_port()
+        opts = [
+            f"-p {port}",
+            "-c listen_addresses=127.0.0.1",
+            f"-k {self.data_dir}",
+            "-c max_connections=200",
+            "-c shared_buffers=256MB",
+            "-c max_locks_per_transaction=256",
+        ]
+        if not self.durable:  # tests: a crash loses nothing we care about
+            opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        _run(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.home / "server.log"),
+                "-o",
+                " ".join(opts),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            user=user,
+        )
+        self.state_file.write_text(json.dumps({"port": port, "bindir": str(bindir)}))
+        self.ensure_database(DB_NAME)
+
+    def ensure_database(self, dbname: str) -> None:
+        """Create ``dbname`` if needed and bring it to pypgstac's pgstac version."""
+        from pypgstac.db import PgstacDB
+        from pypgstac.migrate import Migrate
+
+        with psycopg.connect(**self.conninfo("postgres"), autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)
+            ).fetchone()
+            if not exists:
+                conn.execute(
+                    psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(dbname))
+                )
+        with PgstacDB(dsn=self.dsn(dbname)) as db:
+            Migrate(db).run_migration()
+
+    def stop(self) -> bool:
+        """Stop the server; returns False when it was not running."""
+        state = self._state()
+        if not state or not (self.data_dir / "postmaster.pid").exists():
+            return False
+        user = _ensure_server_user()
+        pg_ctl = Path(state.get("bindir", "")) / "pg_ctl"
+        _run([str(pg_ctl), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"], user=user)
+        return True
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

@@ -1,0 +1,1 @@
+"""What both stactools-ingest stages share: record unwrapping and the error hierarchy."""

@@ -1,0 +1,394 @@
+"""Load a batch of STAC documents into pgstac: validate, deduplicate, COPY, isolate what fails.
+
+The stage core: it takes plain documents and a connection and returns which messages failed and
+why, so the Lambda handler, the local worker and the benchmarks all run exactly this code.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+import psycopg
+from pypgstac.db import PgstacDB
+from pypgstac.load import Loader, Methods, Partition
+from tenacity import stop_after_attempt
+
+from item_load.db import is_transient, translate_errors
+from item_load.errors import DatabaseUnavailable
+from item_load.messages import Document
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# pypgstac retries CheckViolation and deadlocks up to five times with waits of up to two minutes.
+# A bad item in a group would sit through all of that before we could isolate it, so we call the
+# same COPY code once and do our own retrying: deadlocks per collection, bad rows by bisection.
+_load_partition_once = Loader.load_partition.retry_with(stop=stop_after_attempt(1), reraise=True)
+
+DEADLOCK_ATTEMPTS = 4
+
+
+@dataclass
+class LoadOutcome:
+    """What happened to a batch: failed message ids with their reasons, and counts."""
+
+    failures: dict[str, str] = field(default_factory=dict)
+    items_loaded: int = 0
+    collections_loaded: int = 0
+    superseded: int = 0
+
+    def fail(self, doc: Document, reason: str) -> None:
+        """Mark a document's message failed; the first reason per message is kept."""
+        self.failures.setdefault(doc.message_id, reason)
+        logger.warning(
+            "rejected %s %s",
+            doc.kind if isinstance(doc.body.get("type"), str) else "document",
+            doc.body.get("id"),
+            extra={
+                "message_id": doc.message_id,
+                "collection": _collection_of(doc),
+                "item_id": doc.body.get("id"),
+                "reason": reason,
+            },
+        )
+
+
+def _collection_of(doc: Document) -> Any:
+    return (
+        doc.body.get("id") if doc.body.get("type") == "Collection" else doc.body.get("collection")
+    )
+
+
+def minimal_collection(collection_id: str) -> dict[str, Any]:
+    """A valid placeholder collection for CREATE_COLLECTIONS_IF_MISSING; replace it later."""
+    return {
+        "type": "Collection",
+        "stac_version": "1.0.0",
+        "id": collection_id,
+        "description": (
+            f"Created by stactools-ingest because items arrived for '{collection_id}' before "
+            "its collection; load the real collection to replace this one."
+        ),
+        "license": "other",
+        "extent": {
+            "spatial": {"bbox": [[-180.0, -90.0, 180.0, 90.0]]},
+            "temporal": {"interval": [[None, None]]},
+        },
+        "links": [],
+    }
+
+
+def _parse_dt(value: Any, name: str) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"properties.{name} must be an RFC 3339 string, got {value!r}")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"properties.{name} {value!r} is not an RFC 3339 date-time") from None
+
+
+def _rings(geometry: dict[str, Any]) -> list[Any]:
+    kind, coords = geometry.get("type"), geometry.get("coordinates")
+    if kind == "Polygon":
+        return list(coords) if isinstance(coords, list) else [None]
+    if kind == "MultiPolygon":
+        return [r for p in coords for r in p] if isinstance(coords, list) else [None]
+    return []
+
+
+def geometry_problem(geometry: Any) -> str | None:
+    """GeoJSON mistakes PostGIS would store silently (unclosed rings) or reject obscurely."""
+    if not isinstance(geometry, dict) or "type" not in geometry:
+        return "has no GeoJSON 'geometry'; pgstac requires one"
+    if geometry["type"] != "GeometryCollection" and not isinstance(
+        geometry.get("coordinates"), list
+    ):
+        return f"has a {geometry['type']} geometry without a coordinates array"
+    try:
+        for ring in _rings(geometry):
+            if not isinstance(ring, list) or len(ring) < 4 or ring[0] != ring[-1]:
+                return (
+                    f"has an invalid {geometry['type']}: every ring needs at least 4 positions "
+                    "and must end where it starts (RFC 7946 section 3.1.6)"
+                )
+    except TypeError:
+        return f"has a malformed {geometry['type']} coordinates array"
+    return None
+
+
+def item_problem(item: dict[str, Any]) -> str | None:
+    """Why pgstac would reject this item, found before COPY so it costs no database round trip."""
+    item_id = item.get("id")
+    if not isinstance(item_id, str) or not item_id:
+        return "item has no 'id' string"
+    collection = item.get("collection")
+    if not isinstance(collection, str) or not collection:
+        return f"item {item_id} has no 'collection'; set it to the id of a collection in pgstac"
+    geometry = geometry_problem(item.get("geometry"))
+    if geometry:
+        return f"item {item_id} {geometry}"
+    props = item.get("properties")
+    if not isinstance(props, dict):
+        return f"item {item_id} has no 'properties' object"
+    try:
+        start, end = props.get("start_datetime"), props.get("end_datetime")
+        if start is not None and end is not None:
+            if _parse_dt(start, "start_datetime") > _parse_dt(end, "end_datetime"):
+                return f"item {item_id} has start_datetime after end_datetime"
+        elif props.get("datetime") is not None:
+            _parse_dt(props["datetime"], "datetime")
+        else:
+            return (
+                f"item {item_id} has no datetime: set properties.datetime, or both "
+                "start_datetime and end_datetime"
+            )
+    except ValueError as e:
+        return f"item {item_id}: {e}"
+    return None
+
+
+def _newest(docs: Iterable[Document], key: Callable[[Document], Any]) -> tuple[list[Document], int]:
+    """Keep one document per key: the newest by send time, later in the batch on a tie."""
+    best: dict[Any, tuple[float, int, Document]] = {}
+    seen = 0
+    for seen, doc in enumerate(docs, start=1):
+        k = key(doc)
+        rank = (doc.sent_at if doc.sent_at is not None else float("-inf"), seen)
+        if k not in best or rank >= best[k][:2]:
+            best[k] = (*rank, doc)
+    winners = [entry[2] for entry in best.values()]
+    return winners, seen - len(winners)
+
+
+def _error_text(error: Exception) -> str:
+    if isinstance(error, psycopg.Error) and error.diag.message_primary:
+        detail = error.diag.message_detail
+        return error.diag.message_primary + (f" ({detail})" if detail else "")
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def bisect_load(rows: Sequence[T], load: Callable[[Sequence[T]], None]) -> list[tuple[T, str]]:
+    """Load rows; when the group fails, split it until the bad rows stand alone.
+
+    A group with k bad rows out of n costs about 2·k·log2(n) extra loads instead of n, and every
+    good row still lands. Connection-level errors are not the rows' fault and propagate.
+    """
+    try:
+        load(rows)
+        return []
+    except Exception as e:
+        if is_transient(e):
+            raise
+        if len(rows) == 1:
+            return [(rows[0], _error_text(e))]
+    mid = len(rows) // 2
+    return bisect_load(rows[:mid], load) + bisect_load(rows[mid:], load)
+
+
+class BatchLoader:
+    """Loads batches through one connection with pypgstac's Loader (COPY into partitions)."""
+
+    def __init__(self, conn: psycopg.Connection, create_collections_if_missing: bool = False):
+        self.conn = conn
+        self.create_collections_if_missing = create_collections_if_missing
+        self.loader = Loader(PgstacDB(connection=conn))
+        with translate_errors("checking the pgstac version"):
+            self.loader.check_version()
+
+    # -- collections -------------------------------------------------------------------------
+
+    def _upsert_collections(self, docs: Sequence[Document], mode: Methods) -> None:
+        with self.conn.transaction():
+            self.loader.load_collections(iter([d.body for d in docs]), mode)
+
+    def load_collections(self, docs: Sequence[Document], outcome: LoadOutcome) -> None:
+        """Upsert collections first, so items of the same batch find them."""
+        valid = []
+        for doc in docs:
+            if not isinstance(doc.body.get("id"), str) or not doc.body["id"]:
+                outcome.fail(doc, "collection has no 'id' string")
+            else:
+                valid.append(doc)
+        winners, superseded = _newest(valid, lambda d: d.body["id"])
+        outcome.superseded += superseded
+        if not winners:
+            return
+        failed = bisect_load(winners, lambda rows: self._upsert_collections(rows, Methods.upsert))
+        for doc, reason in failed:
+            outcome.fail(doc, f"collection {doc.body['id']} rejected by pgstac: {reason}")
+        outcome.collections_loaded += len(winners) - len(failed)
+
+    def _existing_collections(self, ids: Iterable[str]) -> set[str]:
+        rows = self.conn.execute(
+            "SELECT id FROM collections WHERE id = ANY(%s)", (sorted(set(ids)),)
+        ).fetchall()
+        return {r[0] for r in rows}
+
+    # -- items -------------------------------------------------------------------------------
+
+    def load_items(self, docs: Sequence[Document], outcome: LoadOutcome) -> None:
+        """Validate, deduplicate and load items, collection by collection."""
+        candidates = []
+        for doc in docs:
+            problem = item_problem(doc.body)
+            if problem:
+                outcome.fail(doc, problem)
+            else:
+                candidates.append(doc)
+        winners, superseded = _newest(candidates, lambda d: (d.body["collection"], d.body["id"]))
+        outcome.superseded += superseded
+
+        by_collection: dict[str, list[Document]] = defaultdict(list)
+        for doc in winners:
+            by_collection[doc.body["collection"]].append(doc)
+
+        existing = self._existing_collections(by_collection)
+        missing = [c for c in by_collection if c not in existing]
+        if missing and self.create_collections_if_missing:
+            with self.conn.transaction():
+                self.loader.load_collections(
+                    iter([minimal_collection(c) for c in missing]), Methods.ignore
+                )
+            logger.info("created placeholder collections", extra={"collections": missing})
+            missing = []
+        for collection in missing:
+            for doc in by_collection.pop(collection):
+                outcome.fail(
+                    doc,
+                    f"collection '{collection}' does not exist in pgstac (item "
+                    f"{doc.body['id']}); load the collection first, or set "
+                    "CREATE_COLLECTIONS_IF_MISSING=true",
+                )
+        Loader.collection_json.cache_clear()  # another loader may have changed base_item
+        for collection, coll_docs in by_collection.items():
+            self._load_collection_items(collection, coll_docs, outcome)
+
+    def _format(
+        self, docs: Sequence[Document], outcome: LoadOutcome
+    ) -> list[tuple[Document, dict]]:
+        rows = []
+        for doc in docs:
+            try:
+                rows.append((doc, self.loader.format_item(doc.body)))
+            except Exception as e:
+                outcome.fail(
+                    doc,
+                    f"item {doc.body['id']} cannot be converted for pgstac "
+                    f"({type(e).__name__}: {_error_text(e)}); check its geometry and properties",
+                )
+        return rows
+
+    def _load_collection_items(
+        self, collection: str, docs: Sequence[Document], outcome: LoadOutcome
+    ) -> None:
+        rows = self._format(docs, outcome)
+        if not rows:
+            return
+        _, _, partition_trunc = self.loader.collection_json(collection)
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            try:
+                failed = self._load_locked(collection, rows, partition_trunc)
+                break
+            except psycopg.errors.DeadlockDetected:
+                if attempt == DEADLOCK_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0.05, 0.2) * attempt)
+        for doc, reason in failed:
+            outcome.fail(doc, f"item {doc.body['id']} rejected by pgstac: {reason}")
+        outcome.items_loaded += len(rows) - len(failed)
+
+    def _load_locked(
+        self, collection: str, rows: list[tuple[Document, dict]], partition_trunc: str | None
+    ) -> list[tuple[Document, str]]:
+        """One transaction per collection, serialized across loaders by an advisory lock.
+
+        pgstac's partition maintenance (check_partition) deadlocks when two sessions create or
+        widen the same collection's partitions at once; holding a transaction-scoped lock per
+        collection makes concurrent loaders of one collection take turns, while loaders of
+        different collections still run in parallel.
+        """
+        self.loader._partition_cache = {}
+        for _, row in rows:
+            row.pop("partition", None)
+            row["partition"] = self.loader._partition_update(row)
+        ordered = sorted(rows, key=lambda r: r[1]["partition"])
+        failed: list[tuple[Document, str]] = []
+        with self.conn.transaction():
+            self.conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('stactools-ingest:' || %s))", (collection,)
+            )
+            for name, group in itertools.groupby(ordered, key=lambda r: r[1]["partition"]):
+                partition = self.loader._partition_cache[name]
+                bad = bisect_load(list(group), lambda g, p=partition: self._copy(p, g))
+                failed += [(pair[0], reason) for pair, reason in bad]
+            if partition_trunc is not None:
+                self._delete_moved(collection, rows, failed)
+        return failed
+
+    def _copy(self, partition: Partition, group: Sequence[tuple[Document, dict]]) -> None:
+        try:
+            # load_partition pops 'partition' from each row, so hand it copies for bisection.
+            _load_partition_once(
+                self.loader, partition, [dict(r) for _, r in group], Methods.upsert
+            )
+        except Exception:
+            partition.requires_update = True  # its check_partition was rolled back too
+            raise
+
+    def _delete_moved(
+        self,
+        collection: str,
+        rows: Sequence[tuple[Document, dict]],
+        failed: Sequence[tuple[Document, str]],
+    ) -> None:
+        """Remove older copies of items whose datetime moved them to another partition.
+
+        Upsert replaces an item within its partition; a copy in another partition is only found
+        by id, and differs in datetime from the row just loaded.
+        """
+        bad = {id(doc) for doc, _ in failed}
+        loaded = [(r["id"], r["datetime"]) for doc, r in rows if id(doc) not in bad]
+        if not loaded:
+            return
+        ids, datetimes = zip(*loaded, strict=True)
+        self.conn.execute(
+            """
+            DELETE FROM items i USING unnest(%s::text[], %s::timestamptz[]) AS n(id, dt)
+            WHERE i.collection = %s AND i.id = n.id AND i.datetime <> n.dt
+            """,
+            (list(ids), list(datetimes), collection),
+        )
+
+    # -- the batch ---------------------------------------------------------------------------
+
+    def load(self, docs: Sequence[Document]) -> LoadOutcome:
+        """Load collections, then items; connection trouble raises DatabaseUnavailable."""
+        outcome = LoadOutcome()
+        collections = [d for d in docs if d.body.get("type") == "Collection"]
+        items = [d for d in docs if d.body.get("type") != "Collection"]
+        try:
+            if collections:
+                self.load_collections(collections, outcome)
+            if items:
+                self.load_items(items, outcome)
+        except psycopg.Error as e:
+            if is_transient(e):
+                raise DatabaseUnavailable(f"pgstac unavailable while loading: {e}") from e
+            raise
+        return outcome
+
+
+def load_documents(
+    conn: psycopg.Connection, docs: Sequence[Document], create_collections_if_missing: bool = False
+) -> LoadOutcome:
+    """Load documents through ``conn``; see BatchLoader.load."""
+    return BatchLoader(conn, create_collections_if_missing).load(docs)

@@ -1,0 +1,17 @@
+"""ItemLoad's errors: what fails one message, and what makes the whole batch retry."""
+
+from __future__ import annotations
+
+from ingest_common.errors import PermanentError, TransientError
+
+
+class InvalidMessage(PermanentError):
+    """The message is JSON but not something the load topic accepts."""
+
+
+class FetchError(PermanentError):
+    """An href pointer or S3 notification names an object we could not read."""
+
+
+class DatabaseUnavailable(TransientError):
+    """pgstac could not be reached or the connection broke; the batch is retried by SQS."""

@@ -1,0 +1,150 @@
+"""Turn one load-topic message into the STAC documents it carries.
+
+Accepted shapes (design.md): an Item, a Collection, a FeatureCollection, a pointer
+``{"href": "s3://…" | "https://…" | "file://…"}`` to any of those (JSON or NDJSON), and S3
+``ObjectCreated`` notifications for ``.json`` / ``.geojson`` / ``.ndjson`` objects.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, unquote_plus, urlparse
+
+import orjson
+
+from item_load.errors import FetchError, InvalidMessage
+
+STAC_SUFFIXES = (".json", ".geojson", ".ndjson")
+
+
+@dataclass(slots=True)
+class Document:
+    """One STAC object and the message it came from, so failures map back to that message."""
+
+    message_id: str
+    sent_at: float | None
+    body: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        """``"Collection"`` or ``"Feature"``; anything else was rejected while parsing."""
+        return self.body["type"]
+
+
+Fetcher = Callable[[str], bytes]
+
+
+@cache
+def _s3_client() -> Any:
+    import boto3
+
+    return boto3.client("s3")
+
+
+def fetch(href: str) -> bytes:
+    """Read the bytes an href points at: s3://, http(s):// or file:// (or a plain path)."""
+    parsed = urlparse(href)
+    try:
+        if parsed.scheme == "s3":
+            obj = _s3_client().get_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"))
+            return obj["Body"].read()
+        if parsed.scheme in ("http", "https"):
+            with urllib.request.urlopen(href, timeout=30) as resp:
+                return resp.read()
+        if parsed.scheme in ("file", ""):
+            return Path(unquote(parsed.path)).read_bytes()
+    except Exception as e:
+        raise FetchError(f"could not read {href}: {e}") from e
+    raise FetchError(f"unsupported href scheme {parsed.scheme!r} in {href}; use s3, https or file")
+
+
+def _decode_stac_bytes(data: bytes, source: str) -> list[Any]:
+    """JSON document, or NDJSON with one document per line."""
+    try:
+        return [orjson.loads(data)]
+    except orjson.JSONDecodeError:
+        pass
+    docs = []
+    for n, line in enumerate(data.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            docs.append(orjson.loads(line))
+        except orjson.JSONDecodeError as e:
+            raise InvalidMessage(f"{source} line {n} is not valid JSON: {e}") from e
+    return docs
+
+
+def _s3_event_hrefs(message: dict[str, Any]) -> Iterator[str]:
+    for record in message["Records"]:
+        if not str(record.get("eventName", "")).startswith("ObjectCreated"):
+            continue
+        s3 = record.get("s3") or {}
+        bucket = (s3.get("bucket") or {}).get("name")
+        key = (s3.get("object") or {}).get("key")
+        if not bucket or not key:
+            raise InvalidMessage("S3 event record without bucket name or object key")
+        key = unquote_plus(key)  # S3 notifications URL-encode keys, with '+' for spaces
+        if not key.lower().endswith(STAC_SUFFIXES):
+            raise InvalidMessage(
+                f"s3://{bucket}/{key} is not a .json/.geojson/.ndjson object; "
+                "narrow the bucket notification filter to STAC files"
+            )
+        yield f"s3://{bucket}/{key}"
+
+
+def _is_s3_event(message: Any) -> bool:
+    return (
+        isinstance(message, dict)
+        and isinstance(message.get("Records"), list)
+        and any(
+            isinstance(r, dict) and r.get("eventSource") == "aws:s3" for r in message["Records"]
+        )
+    )
+
+
+def _flatten(obj: Any, origin: str) -> Iterator[dict[str, Any]]:
+    if not isinstance(obj, dict):
+        raise InvalidMessage(f"{origin} is a JSON {type(obj).__name__}, not a STAC object")
+    kind = obj.get("type")
+    if kind in ("Feature", "Collection"):
+        yield obj
+    elif kind == "FeatureCollection":
+        features = obj.get("features")
+        if not isinstance(features, list):
+            raise InvalidMessage(f"{origin} is a FeatureCollection without a 'features' list")
+        for feature in features:
+            if not isinstance(feature, dict) or feature.get("type") != "Feature":
+                raise InvalidMessage(f"{origin} has a feature that is not a STAC Item")
+            yield feature
+    else:
+        raise InvalidMessage(
+            f"{origin} is not a STAC Item, Collection, FeatureCollection, href pointer or "
+            f"S3 event (type={kind!r}, keys={sorted(obj)[:8]})"
+        )
+
+
+def documents_from_message(
+    message: Any, message_id: str, sent_at: float | None, fetcher: Fetcher = fetch
+) -> list[Document]:
+    """Expand a decoded message into documents; raises a PermanentError saying what was wrong."""
+    if isinstance(message, dict) and message.get("Event") == "s3:TestEvent":
+        return []  # S3 sends this once when a notification is configured: nothing to load
+    if _is_s3_event(message):
+        hrefs: list[str] = list(_s3_event_hrefs(message))
+    elif isinstance(message, dict) and "href" in message and "type" not in message:
+        if not isinstance(message["href"], str):
+            raise InvalidMessage("'href' must be a string URL (s3://, https:// or file://)")
+        hrefs = [message["href"]]
+    else:
+        return [Document(message_id, sent_at, d) for d in _flatten(message, "message")]
+    docs = []
+    for href in hrefs:
+        for obj in _decode_stac_bytes(fetcher(href), href):
+            docs.extend(Document(message_id, sent_at, d) for d in _flatten(obj, href))
+    return docs

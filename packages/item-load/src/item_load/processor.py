@@ -1,0 +1,109 @@
+"""A Powertools batch processor that parses records one by one and loads them in one go.
+
+The record handler only parses (so a malformed record fails alone, the Powertools way); the
+clean-up step then runs one bulk load for every parsed record and moves the records whose
+documents pgstac rejected from the success list to the failure list.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+from aws_lambda_powertools import Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from ingest_common.errors import IngestError
+from item_load.core import LoadOutcome, load_documents
+from item_load.db import ConnectionCache
+from item_load.errors import DatabaseUnavailable
+from item_load.messages import Document
+
+
+class RecordRejected(IngestError):
+    """Raised into Powertools' failure bookkeeping for a record whose documents were rejected."""
+
+
+class BulkLoadProcessor(BatchProcessor):
+    """Collects parsed documents per record, loads them all in ``_clean``, reports per record."""
+
+    def __init__(
+        self,
+        connections: ConnectionCache,
+        create_collections_if_missing: bool,
+        logger: Any = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        super().__init__(EventType.SQS, raise_on_entire_batch_failure=False, logger=None)
+        self.connections = connections
+        self.create_collections_if_missing = create_collections_if_missing
+        self.log = logger or logging.getLogger(__name__)
+        self.metrics = metrics
+        self._parsed: list[tuple[dict[str, Any], list[Document]]] = []
+        self.last_outcome: LoadOutcome | None = None
+
+    def _prepare(self) -> None:
+        super()._prepare()
+        self._parsed = []
+        self.last_outcome = None
+
+    def success_handler(self, record: Any, result: Any) -> Any:
+        # Powertools hands the raw record dict here (and the data class to failure_handler).
+        self._parsed.append((record, result))
+        return super().success_handler(record, result)
+
+    def failure_handler(self, record: Any, exception: Any) -> Any:
+        self.log.warning(
+            "record rejected",
+            extra={"message_id": record.message_id, "reason": str(exception[1])},
+        )
+        return super().failure_handler(record, exception)
+
+    def _fail(self, records: list[dict[str, Any]], reasons: list[str]) -> None:
+        failed_ids = {r["messageId"] for r in records}
+        self.success_messages = [
+            m for m in self.success_messages if m["messageId"] not in failed_ids
+        ]
+        for record, reason in zip(records, reasons, strict=True):
+            try:
+                raise RecordRejected(reason)
+            except RecordRejected:
+                super().failure_handler(SQSRecord(record), sys.exc_info())
+
+    def _clean(self) -> None:
+        docs = [doc for _, record_docs in self._parsed for doc in record_docs]
+        try:
+            if docs:
+                outcome = load_documents(
+                    self.connections.get(), docs, self.create_collections_if_missing
+                )
+            else:
+                outcome = LoadOutcome()
+        except DatabaseUnavailable as e:
+            # Nothing here is known to be committed for sure: let SQS deliver every record again.
+            self.connections.discard()
+            self.log.error(
+                "database unavailable; failing the whole batch", extra={"reason": str(e)}
+            )
+            records = [record for record, _ in self._parsed]
+            self._fail(records, [str(e)] * len(records))
+            outcome = LoadOutcome()
+        else:
+            rejected = [
+                (record, outcome.failures[record["messageId"]])
+                for record, _ in self._parsed
+                if record["messageId"] in outcome.failures
+            ]
+            if rejected:
+                self._fail([r for r, _ in rejected], [reason for _, reason in rejected])
+        self.last_outcome = outcome
+        if self.metrics is not None:
+            self.metrics.add_metric("ItemsLoaded", MetricUnit.Count, outcome.items_loaded)
+            self.metrics.add_metric(
+                "CollectionsLoaded", MetricUnit.Count, outcome.collections_loaded
+            )
+            self.metrics.add_metric("RecordsFailed", MetricUnit.Count, len(self.fail_messages))
+        super()._clean()

@@ -1,0 +1,307 @@
+"""ItemLoad handler against a real pgstac: every message form, isolation, idempotency, outages."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+from factories import (
+    LambdaContext,
+    collection,
+    failed_ids,
+    item,
+    s3_event,
+    sns_envelope,
+    sqs_event,
+    sqs_record,
+)
+from moto import mock_aws
+
+from item_load import handler as load_handler
+
+COLL = "test-collection"
+
+
+@pytest.fixture
+def load(pgstac):
+    """Call the real Lambda entry point against this test's database."""
+    load_handler.connections.discard()
+    load_handler.settings.create_collections_if_missing = False
+
+    def _load(records: list[dict]) -> dict:
+        return load_handler.handler(sqs_event(records), LambdaContext())
+
+    yield _load
+    load_handler.connections.discard()
+
+
+@pytest.fixture
+def with_collection(pgstac, load):
+    assert failed_ids(load([sqs_record(sns_envelope(collection(COLL)))])) == set()
+    return pgstac
+
+
+def test_sns_wrapped_and_raw_items_land(with_collection, load):
+    # GIVEN one SNS-wrapped item and one raw-delivered item
+    records = [
+        sqs_record(sns_envelope(item("a"))),
+        sqs_record(json.dumps(item("b"))),
+    ]
+    # WHEN the batch is handled
+    response = load(records)
+    # THEN both land and nothing is reported failed
+    assert response == {"batchItemFailures": []}
+    assert with_collection.item_ids(COLL) == ["a", "b"]
+
+
+def test_collection_and_its_items_in_one_batch(pgstac, load):
+    # GIVEN a batch where items come before their collection
+    records = [sqs_record(sns_envelope(item(f"i{n}", "fresh"))) for n in range(3)]
+    records.append(sqs_record(sns_envelope(collection("fresh"))))
+    # WHEN loaded, collections are upserted first
+    assert failed_ids(load(records)) == set()
+    assert pgstac.item_ids("fresh") == ["i0", "i1", "i2"]
+
+
+def test_feature_collection_message(with_collection, load):
+    fc = {"type": "FeatureCollection", "features": [item("f1"), item("f2")]}
+    assert failed_ids(load([sqs_record(sns_envelope(fc))])) == set()
+    assert with_collection.item_ids(COLL) == ["f1", "f2"]
+
+
+def test_file_href_pointer_to_ndjson(with_collection, load, tmp_path):
+    path = tmp_path / "items.ndjson"
+    path.write_text("\n".join(json.dumps(item(f"n{i}")) for i in range(3)) + "\n")
+    assert failed_ids(load([sqs_record(sns_envelope({"href": path.as_uri()}))])) == set()
+    assert with_collection.item_ids(COLL) == ["n0", "n1", "n2"]
+
+
+def test_missing_href_fails_alone_with_reason(with_collection, load, tmp_path, caplog):
+    bad = sqs_record(sns_envelope({"href": (tmp_path / "nope.json").as_uri()}))
+    good = sqs_record(sns_envelope(item("ok")))
+    assert failed_ids(load([bad, good])) == {bad["messageId"]}
+    assert with_collection.item_ids(COLL) == ["ok"]
+
+
+def test_s3_href_and_s3_event_with_encoded_key(with_collection, load, aws_env):
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="stac-drop")
+        s3.put_object(Bucket="stac-drop", Key="ptr/item.json", Body=json.dumps(item("ptr")))
+        key = "new items/2020+x/item one.geojson"
+        s3.put_object(Bucket="stac-drop", Key=key, Body=json.dumps(item("evt")))
+        from item_load import messages
+
+        messages._s3_client.cache_clear()
+        records = [
+            sqs_record(sns_envelope({"href": "s3://stac-drop/ptr/item.json"})),
+            sqs_record(sns_envelope(s3_event("stac-drop", key))),
+            sqs_record(sns_envelope({"Service": "Amazon S3", "Event": "s3:TestEvent"})),
+        ]
+        response = load(records)
+        messages._s3_client.cache_clear()
+    assert failed_ids(response) == set()
+    assert with_collection.item_ids(COLL) == ["evt", "ptr"]
+
+
+def test_s3_event_for_non_stac_object_fails_with_reason(with_collection, load):
+    rec = sqs_record(sns_envelope(s3_event("b", "data/image.tif")))
+    assert failed_ids(load([rec])) == {rec["messageId"]}
+
+
+def test_1000_batch_with_10_bad_messages_loads_990(with_collection, load, caplog):
+    # GIVEN 990 good items and 10 bad messages of every kind we know
+    bad_bodies = {
+        "unknown-collection": sns_envelope(item("u1", "no-such-collection")),
+        "missing-collection": sns_envelope(item("m1", None)),
+        "no-datetime": sns_envelope({**item("d1"), "properties": {"platform": "x"}}),
+        "bad-datetime": sns_envelope(item("d2", dt="yesterday")),
+        "unclosed-ring": sns_envelope(
+            {
+                **item("g1"),
+                "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1]]]},
+            }
+        ),
+        "garbage-geometry": sns_envelope(
+            {**item("g2"), "geometry": {"type": "Polygon", "coordinates": "x"}}
+        ),
+        "malformed-json": "{not json",
+        "malformed-sns-message": sns_envelope("{also not json"),
+        "not-stac": sns_envelope({"hello": "world"}),
+        "no-geometry": sns_envelope({**item("g3"), "geometry": None}),
+    }
+    records = [sqs_record(sns_envelope(item(f"good-{n:04d}", x=n % 170))) for n in range(990)]
+    bad_records = {
+        name: sqs_record(body, message_id=f"bad-{name}") for name, body in bad_bodies.items()
+    }
+    batch = records[:500] + list(bad_records.values()) + records[500:]
+    assert len(batch) == 1000
+    # WHEN the batch is handled
+    response = load(batch)
+    # THEN exactly the ten bad messages are reported, and the 990 good items landed
+    assert failed_ids(response) == {r["messageId"] for r in bad_records.values()}
+    assert with_collection.count(COLL) == 990
+    # AND each failure is logged with its message id and a reason a person can act on
+    reasons = {
+        r.message_id: r.reason for r in caplog.records if hasattr(r, "message_id")
+    }
+    assert set(reasons) == {f"bad-{name}" for name in bad_bodies}
+    assert "does not exist in pgstac" in reasons["bad-unknown-collection"]
+    assert "must end where it starts" in reasons["bad-unclosed-ring"]
+    assert "no datetime" in reasons["bad-no-datetime"]
+    assert "not valid JSON" in reasons["bad-malformed-json"]
+
+
+def test_copy_failure_in_a_group_isolates_the_bad_item(with_collection, load):
+    # GIVEN a group of items where only pgstac (not our pre-checks) can see one is bad
+    records = [sqs_record(sns_envelope(item(f"ok{n}"))) for n in range(50)]
+    # a NUL character is valid JSON but PostgreSQL's jsonb refuses it: only the COPY finds out
+    broken = item("broken")
+    broken["properties"]["note"] = "bad\u0000value"
+    bad = sqs_record(sns_envelope(broken))
+    # WHEN loaded together
+    response = load([*records[:25], bad, *records[25:]])
+    # THEN the group is not given up: 50 land, the one is reported
+    assert failed_ids(response) == {bad["messageId"]}
+    assert with_collection.count(COLL) == 50
+
+
+def test_unknown_collection_created_when_enabled(pgstac, load):
+    load_handler.settings.create_collections_if_missing = True
+    load_handler.processor.create_collections_if_missing = True
+    try:
+        response = load([sqs_record(sns_envelope(item("x", "auto-made")))])
+    finally:
+        load_handler.processor.create_collections_if_missing = False
+    assert failed_ids(response) == set()
+    assert pgstac.item_ids("auto-made") == ["x"]
+
+
+def test_same_items_twice_leave_one_copy(with_collection, load):
+    records = [sqs_record(sns_envelope(item(f"r{n}"))) for n in range(20)]
+    assert failed_ids(load(records)) == set()
+    assert failed_ids(load(records)) == set()
+    assert with_collection.count(COLL) == 20
+
+
+def test_datetime_moved_to_another_partition_leaves_one_copy(pgstac, load):
+    assert failed_ids(load([sqs_record(sns_envelope(collection("yearly")))])) == set()
+    with pgstac.connect() as conn:
+        conn.execute("UPDATE collections SET partition_trunc = 'year' WHERE id = 'yearly'")
+    assert (
+        failed_ids(
+            load([sqs_record(sns_envelope(item("mover", "yearly", "2019-03-01T00:00:00Z")))])
+        )
+        == set()
+    )
+    assert (
+        failed_ids(
+            load([sqs_record(sns_envelope(item("mover", "yearly", "2021-07-01T00:00:00Z")))])
+        )
+        == set()
+    )
+    with pgstac.connect() as conn:
+        rows = conn.execute("SELECT datetime FROM items WHERE id = 'mover'").fetchall()
+    assert [r[0].year for r in rows] == [2021]
+
+
+def test_duplicates_in_one_batch_keep_newest_and_both_succeed(with_collection, load):
+    now = datetime.now(UTC)
+    old = {**item("dup"), "properties": {"datetime": "2020-06-01T00:00:00Z", "version": "old"}}
+    new = {**item("dup"), "properties": {"datetime": "2020-06-01T00:00:00Z", "version": "new"}}
+    # the newer message comes first in the batch: order must not decide, the timestamp does
+    r_new = sqs_record(sns_envelope(new, timestamp=now))
+    r_old = sqs_record(sns_envelope(old, timestamp=now - timedelta(minutes=5)))
+    assert failed_ids(load([r_new, r_old])) == set()
+    with with_collection.connect() as conn:
+        rows = conn.execute(
+            "SELECT content->'properties'->>'version' FROM items WHERE id='dup'"
+        ).fetchall()
+    assert rows == [("new",)]
+
+
+def test_raw_duplicates_use_sqs_sent_timestamp(with_collection, load):
+    a = {**item("dup2"), "properties": {"datetime": "2020-06-01T00:00:00Z", "version": "later"}}
+    b = {**item("dup2"), "properties": {"datetime": "2020-06-01T00:00:00Z", "version": "earlier"}}
+    assert (
+        failed_ids(
+            load([sqs_record(json.dumps(a), sent_ms=2000), sqs_record(json.dumps(b), sent_ms=1000)])
+        )
+        == set()
+    )
+    with with_collection.connect() as conn:
+        rows = conn.execute(
+            "SELECT content->'properties'->>'version' FROM items WHERE id='dup2'"
+        ).fetchall()
+    assert rows == [("later",)]
+
+
+def test_database_down_fails_every_record_and_recovers(with_collection, load, monkeypatch):
+    # GIVEN the database is unreachable (nothing listens on the port)
+    monkeypatch.setenv("PGPORT", "1")
+    load_handler.connections.discard()
+    records = [sqs_record(sns_envelope(item(f"down{n}"))) for n in range(5)]
+    # WHEN a batch arrives
+    response = load(records)
+    # THEN every record is reported failed, so SQS retries all of them
+    assert failed_ids(response) == {r["messageId"] for r in records}
+    # AND when the database is back the retry lands them once
+    monkeypatch.setenv("PGPORT", str(with_collection.conninfo["port"]))
+    load_handler.connections.discard()
+    assert failed_ids(load(records)) == set()
+    assert with_collection.count(COLL) == 5
+
+
+def test_connection_lost_mid_batch_fails_the_batch_then_reconnects(with_collection, load):
+    assert failed_ids(load([sqs_record(sns_envelope(item("warm")))])) == set()
+    conn = load_handler.connections.get()
+    pid = conn.info.backend_pid
+    with with_collection.connect() as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    records = [sqs_record(sns_envelope(item(f"after{n}"))) for n in range(3)]
+    assert failed_ids(load(records)) == {r["messageId"] for r in records}
+    assert failed_ids(load(records)) == set()
+    assert with_collection.count(COLL) == 4
+
+
+def test_concurrent_loaders_same_collection_lose_nothing(pgstac, load):
+    from item_load.core import load_documents
+    from item_load.messages import Document
+
+    assert failed_ids(load([sqs_record(sns_envelope(collection("busy")))])) == set()
+    with pgstac.connect() as conn:
+        conn.execute("UPDATE collections SET partition_trunc = 'month' WHERE id = 'busy'")
+    errors: list[BaseException] = []
+    outcomes = []
+
+    def worker(w: int) -> None:
+        try:
+            with pgstac.connect() as conn:
+                for batch in range(4):
+                    docs = [
+                        Document(
+                            f"w{w}-{batch}-{n}",
+                            None,
+                            item(
+                                f"w{w}-b{batch}-{n}",
+                                "busy",
+                                f"20{10 + n % 12}-{1 + (n + w) % 12:02d}-15T00:00:00Z",
+                            ),
+                        )
+                        for n in range(150)
+                    ]
+                    outcomes.append(load_documents(conn, docs))
+        except BaseException as e:  # noqa: BLE001 - surfaced by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert all(o.failures == {} for o in outcomes)
+    assert pgstac.count("busy") == 4 * 4 * 150
