@@ -1,0 +1,1 @@
+"""The stactools-ingest CDK app: network, pgstac database, the two ingestion stages."""

@@ -1,0 +1,348 @@
+"""The ingestion stack: topics, queues, DLQs and the two stage Lambdas, with alarms and outputs."""
+
+from __future__ import annotations
+
+from aws_cdk import CfnOutput, Duration, RemovalPolicy, Size, Stack, Tags
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_s3_notifications as s3n
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infrastructure.assets import (
+    IMAGE_CONTEXT,
+    IMAGE_CONTEXT_EXCLUDE,
+    IMAGE_IGNORE_MODE,
+    asset_platform,
+)
+from infrastructure.config import DeploymentConfig, _StageConfig
+from infrastructure.database import DatabaseStack
+from infrastructure.network import NetworkStack
+
+DLQ_RETENTION = Duration.days(14)
+S3_EVENT_SUFFIXES = (".json", ".geojson", ".ndjson")
+
+
+class StageQueues(Construct):
+    """An SNS topic feeding an SQS queue whose failures land in a dead-letter queue."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        stage: _StageConfig,
+        raw_message_delivery: bool,
+    ) -> None:
+        super().__init__(scope, id)
+        self.topic = sns.Topic(self, "Topic", enforce_ssl=True)
+        self.dlq = sqs.Queue(
+            self,
+            "DeadLetterQueue",
+            retention_period=DLQ_RETENTION,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+        )
+        self.queue = sqs.Queue(
+            self,
+            "Queue",
+            visibility_timeout=Duration.seconds(stage.queue_visibility_timeout_seconds),
+            retention_period=DLQ_RETENTION,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            dead_letter_queue=sqs.DeadLetterQueue(
+                max_receive_count=stage.max_receive_count, queue=self.dlq
+            ),
+        )
+        self.topic.add_subscription(
+            subscriptions.SqsSubscription(self.queue, raw_message_delivery=raw_message_delivery)
+        )
+
+
+class IngestionStack(Stack):
+    """ItemGen and ItemLoad: SNS -> SQS (+DLQ) -> container Lambda, plus alarms and outputs."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id: str,
+        *,
+        config: DeploymentConfig,
+        network: NetworkStack,
+        database: DatabaseStack,
+        item_gen_code: lambda_.DockerImageCode | None = None,
+        item_load_code: lambda_.DockerImageCode | None = None,
+        **kwargs,
+    ) -> None:
+        super().__init__(scope, id, **kwargs)
+        architecture = (
+            lambda_.Architecture.ARM_64
+            if config.architecture == "arm64"
+            else lambda_.Architecture.X86_64
+        )
+        platform = asset_platform(config.architecture)
+
+        # --- shared pieces -------------------------------------------------------------------
+        self.payload_bucket = s3.Bucket(
+            self,
+            "PayloadBucket",
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            encryption=s3.BucketEncryption.S3_MANAGED,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-payloads",
+                    expiration=Duration.days(config.payload_bucket.expire_after_days),
+                    abort_incomplete_multipart_upload_after=Duration.days(1),
+                )
+            ],
+            # Payloads are transient copies of items already on their way to pgstac; keep the
+            # bucket on stack deletion anyway so no in-flight pointer dangles.
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.alarm_topic = sns.Topic(self, "AlarmTopic", enforce_ssl=True)
+        if config.alarms.email:
+            self.alarm_topic.add_subscription(subscriptions.EmailSubscription(config.alarms.email))
+
+        self.item_gen = StageQueues(
+            self,
+            "ItemGen",
+            stage=config.item_gen,
+            raw_message_delivery=config.raw_message_delivery,
+        )
+        self.item_load = StageQueues(
+            self,
+            "ItemLoad",
+            stage=config.item_load,
+            raw_message_delivery=config.raw_message_delivery,
+        )
+
+        common_env = {
+            "LOG_LEVEL": config.log_level,
+            "POWERTOOLS_METRICS_NAMESPACE": config.project_name,
+        }
+
+        # --- ItemGen -------------------------------------------------------------------------
+        gen = config.item_gen
+        item_gen_code = item_gen_code or lambda_.DockerImageCode.from_image_asset(
+            IMAGE_CONTEXT,
+            file="infrastructure/item_gen.Dockerfile",
+            exclude=IMAGE_CONTEXT_EXCLUDE,
+            ignore_mode=IMAGE_IGNORE_MODE,
+            build_args={"PREBAKED_PACKAGES": " ".join(gen.prebaked_packages)},
+            platform=platform,
+        )
+        self.item_gen_function = self._function(
+            "ItemGenFunction",
+            stage=gen,
+            code=item_gen_code,
+            architecture=architecture,
+            environment={
+                **common_env,
+                "POWERTOOLS_SERVICE_NAME": "item-gen",
+                "ITEM_LOAD_TOPIC_ARN": self.item_load.topic.topic_arn,
+                "PAYLOAD_BUCKET": self.payload_bucket.bucket_name,
+                "REQUEST_TIMEOUT_SECONDS": str(gen.request_timeout_seconds),
+            },
+        )
+        self.item_load.topic.grant_publish(self.item_gen_function)
+        self.item_gen_function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:PutObject"],
+                resources=[self.payload_bucket.arn_for_objects("*")],
+            )
+        )
+        self._consume(self.item_gen_function, self.item_gen.queue, gen)
+
+        # --- ItemLoad ------------------------------------------------------------------------
+        load = config.item_load
+        item_load_code = item_load_code or lambda_.DockerImageCode.from_image_asset(
+            IMAGE_CONTEXT,
+            file="infrastructure/item_load.Dockerfile",
+            exclude=IMAGE_CONTEXT_EXCLUDE,
+            ignore_mode=IMAGE_IGNORE_MODE,
+            platform=platform,
+        )
+        self.item_load_function = self._function(
+            "ItemLoadFunction",
+            stage=load,
+            code=item_load_code,
+            architecture=architecture,
+            environment={
+                **common_env,
+                "POWERTOOLS_SERVICE_NAME": "item-load",
+                "PGSTAC_SECRET_ARN": database.ingest_secret.secret_arn,
+                "CREATE_COLLECTIONS_IF_MISSING": str(load.create_collections_if_missing).lower(),
+            },
+            vpc=network.vpc,
+            vpc_subnets=network.lambda_subnets,
+            security_groups=[database.client_security_group],
+        )
+        database.ingest_secret.grant_read(self.item_load_function)
+        readable = [self.payload_bucket.arn_for_objects("*")] + [
+            f"arn:{self.partition}:s3:::{name}/*"
+            for name in dict.fromkeys([*load.s3_event_buckets, *load.readable_buckets])
+        ]
+        self.item_load_function.add_to_role_policy(
+            iam.PolicyStatement(actions=["s3:GetObject"], resources=readable)
+        )
+        self._consume(self.item_load_function, self.item_load.queue, load)
+
+        for name in load.s3_event_buckets:
+            bucket = s3.Bucket.from_bucket_name(self, f"EventSource-{name}", name)
+            for suffix in S3_EVENT_SUFFIXES:
+                bucket.add_event_notification(
+                    s3.EventType.OBJECT_CREATED,
+                    s3n.SnsDestination(self.item_load.topic),
+                    s3.NotificationKeyFilter(suffix=suffix),
+                )
+
+        # --- alarms --------------------------------------------------------------------------
+        action = cloudwatch_actions.SnsAction(self.alarm_topic)
+        for stage_id, queues in (("ItemGen", self.item_gen), ("ItemLoad", self.item_load)):
+            dlq_alarm = queues.dlq.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(1), statistic="Maximum"
+            ).create_alarm(
+                self,
+                f"{stage_id}DLQNotEmpty",
+                alarm_description=f"{stage_id} dead-letter queue holds messages: inspect, fix, "
+                "redrive",
+                threshold=1,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+            age_alarm = queues.queue.metric_approximate_age_of_oldest_message(
+                period=Duration.minutes(5), statistic="Maximum"
+            ).create_alarm(
+                self,
+                f"{stage_id}QueueAge",
+                alarm_description=f"{stage_id} queue's oldest message is older than "
+                f"{config.alarms.queue_age_threshold_seconds} s: the stage is stuck or too slow",
+                threshold=config.alarms.queue_age_threshold_seconds,
+                evaluation_periods=3,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+            for alarm in (dlq_alarm, age_alarm):
+                alarm.add_alarm_action(action)
+                alarm.add_ok_action(action)
+
+        # --- outputs (stable names: the stactools-ingest CLI and the docs read them) ----------
+        outputs = {
+            "ItemGenSNSTopicArn": self.item_gen.topic.topic_arn,
+            "ItemGenQueueUrl": self.item_gen.queue.queue_url,
+            "ItemGenDLQUrl": self.item_gen.dlq.queue_url,
+            "ItemGenFunctionName": self.item_gen_function.function_name,
+            "ItemLoadTopicArn": self.item_load.topic.topic_arn,
+            "ItemLoadQueueUrl": self.item_load.queue.queue_url,
+            "ItemLoadDLQUrl": self.item_load.dlq.queue_url,
+            "ItemLoadFunctionName": self.item_load_function.function_name,
+            "PgstacSecret": database.pgstac_secret.secret_arn,
+            "PgstacIngestSecret": database.ingest_secret.secret_arn,
+            "PayloadBucketName": self.payload_bucket.bucket_name,
+            "AlarmTopicArn": self.alarm_topic.topic_arn,
+        }
+        for name, value in outputs.items():
+            CfnOutput(self, name, value=value)
+        Tags.of(self).add("project", config.project_name)
+
+    def _function(
+        self,
+        id: str,
+        *,
+        stage: _StageConfig,
+        code: lambda_.DockerImageCode,
+        architecture: lambda_.Architecture,
+        environment: dict[str, str],
+        **kwargs,
+    ) -> lambda_.DockerImageFunction:
+        """A container Lambda with its own log group and a role that can write only there."""
+        log_group = logs.LogGroup(
+            self,
+            f"{id}Logs",
+            retention=RETENTION_BY_DAYS[stage.log_retention_days],
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        role = iam.Role(
+            self,
+            f"{id}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"{id}: its queue, its log group, and what the stage publishes or reads",
+        )
+        log_group.grant_write(role)
+        if "vpc" in kwargs:
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    # Lambda manages the function's network interfaces with these; they do not
+                    # support resource-level permissions.
+                    actions=[
+                        "ec2:CreateNetworkInterface",
+                        "ec2:DescribeNetworkInterfaces",
+                        "ec2:DescribeSubnets",
+                        "ec2:DeleteNetworkInterface",
+                        "ec2:AssignPrivateIpAddresses",
+                        "ec2:UnassignPrivateIpAddresses",
+                    ],
+                    resources=["*"],
+                )
+            )
+        return lambda_.DockerImageFunction(
+            self,
+            id,
+            code=code,
+            architecture=architecture,
+            memory_size=stage.memory_mb,
+            timeout=Duration.seconds(stage.timeout_seconds),
+            ephemeral_storage_size=Size.mebibytes(stage.ephemeral_storage_mb),
+            reserved_concurrent_executions=stage.reserved_concurrency,
+            environment=environment,
+            log_group=log_group,
+            role=role,
+            **kwargs,
+        )
+
+    def _consume(self, function: lambda_.IFunction, queue: sqs.IQueue, stage: _StageConfig) -> None:
+        """Wire the queue to the function with partial batch responses."""
+        function.add_event_source(
+            event_sources.SqsEventSource(
+                queue,
+                batch_size=stage.batch_size,
+                max_batching_window=Duration.seconds(stage.max_batching_window_seconds)
+                if stage.max_batching_window_seconds
+                else None,
+                max_concurrency=stage.max_concurrency,
+                report_batch_item_failures=True,
+            )
+        )
+
+
+# CloudWatch Logs accepts only these retention periods (config.py validates against them).
+RETENTION_BY_DAYS = {
+    1: logs.RetentionDays.ONE_DAY,
+    3: logs.RetentionDays.THREE_DAYS,
+    5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK,
+    14: logs.RetentionDays.TWO_WEEKS,
+    30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS,
+    90: logs.RetentionDays.THREE_MONTHS,
+    120: logs.RetentionDays.FOUR_MONTHS,
+    150: logs.RetentionDays.FIVE_MONTHS,
+    180: logs.RetentionDays.SIX_MONTHS,
+    365: logs.RetentionDays.ONE_YEAR,
+    400: logs.RetentionDays.THIRTEEN_MONTHS,
+    545: logs.RetentionDays.EIGHTEEN_MONTHS,
+    731: logs.RetentionDays.TWO_YEARS,
+    1096: logs.RetentionDays.THREE_YEARS,
+    1827: logs.RetentionDays.FIVE_YEARS,
+    3653: logs.RetentionDays.TEN_YEARS,
+}
