@@ -1,0 +1,25 @@
+"""ItemGen's errors; each names the request and what to do about it."""
+
+from __future__ import annotations
+
+from ingest_common.errors import PermanentError, TransientError
+
+
+class InvalidRequest(PermanentError):
+    """The message is not a valid item or collection request."""
+
+
+class PackageFailed(PermanentError):
+    """The stactools command exited non-zero or produced no usable STAC JSON."""
+
+
+class RequestTimedOut(PermanentError):
+    """The stactools command ran past the per-request timeout and was killed."""
+
+
+class PayloadTooLarge(PermanentError):
+    """An item is over SNS's size limit and there is no payload bucket to put it in."""
+
+
+class PublishFailed(TransientError):
+    """SNS or S3 refused or failed the publish; the request is retried."""

@@ -1,0 +1,68 @@
+"""ItemGen Lambda: SQS batch of requests -> stactools -> documents on the ItemLoad topic."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ingest_common.envelope import unwrap
+from item_gen.core import generate
+from item_gen.models import parse_request
+from item_gen.publish import Publisher
+from item_gen.settings import GenSettings
+
+settings = GenSettings()
+logger = Logger(service="item-gen")
+metrics = Metrics(namespace="stactools-ingest", service="item-gen")
+processor = BatchProcessor(EventType.SQS, raise_on_entire_batch_failure=False)
+copy_config_to_registered_loggers(source_logger=logger, include={"item_gen"})
+
+
+@cache
+def publisher() -> Publisher:
+    """Created on first use so importing the handler needs neither AWS nor the topic."""
+    if not settings.item_load_topic_arn:
+        raise RuntimeError("ITEM_LOAD_TOPIC_ARN is not set; the ItemGen function cannot publish")
+    s3 = boto3.client("s3") if settings.payload_bucket else None
+    return Publisher(settings.item_load_topic_arn, settings.payload_bucket, boto3.client("sns"), s3)
+
+
+def record_handler(record: SQSRecord) -> str:
+    """One request: parse, generate, publish; raising fails this record alone."""
+    context = {"message_id": record.message_id}
+    try:
+        request = parse_request(unwrap(record.body, record.attributes.sent_timestamp).message)
+        context["request"] = request.label
+        doc = generate(request, settings)
+        message_id = publisher().publish(doc)
+    except Exception as e:
+        metrics.add_metric("RequestsFailed", MetricUnit.Count, 1)
+        logger.warning("request failed", extra={**context, "reason": str(e)})
+        raise
+    metrics.add_metric("ItemsGenerated", MetricUnit.Count, 1)
+    logger.info(
+        "published",
+        extra={**context, "stac_id": doc.get("id"), "collection": doc.get("collection")},
+    )
+    return message_id
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Lambda entry point for the ItemGen queue."""
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -1,0 +1,106 @@
+"""Requests ItemGen accepts: the original stactools-ingest ``ItemRequest`` plus a collection twin."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from item_gen.errors import InvalidRequest
+
+
+class _PackageRequest(BaseModel):
+    """What both request kinds share: which package, which CLI group, which extras."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    package_name: str = Field(
+        min_length=1, description="PyPI name, optionally with a version: 'stactools-x==0.1.1'"
+    )
+    group_name: str = Field(
+        min_length=1, description="The `stac` sub-command, e.g. 'gladglclu2020'"
+    )
+    collection_id: str | None = Field(default=None, description="Overrides the produced collection")
+    extra_packages: list[str] = Field(
+        default_factory=list, description="Extra pins the package needs, e.g. 'affine<3'"
+    )
+    request_id: str | None = None
+
+    @field_validator("group_name")
+    @classmethod
+    def _no_spaces(cls, value: str) -> str:
+        if any(c.isspace() for c in value) or value.startswith("-"):
+            raise ValueError("group_name must be a single `stac` sub-command name")
+        return value
+
+    @property
+    def packages(self) -> list[str]:
+        """Everything uv must install next to stactools for this request."""
+        return [self.package_name, *self.extra_packages]
+
+    @property
+    def label(self) -> str:
+        """How logs and errors name this request."""
+        return self.request_id or f"{self.package_name} {self.group_name}"
+
+
+def _options(options: dict[str, str]) -> list[str]:
+    """``{"href-format": "x"}`` becomes ``["--href-format", "x"]``, as in the original."""
+    args: list[str] = []
+    for name, value in options.items():
+        args += [f"--{name.lstrip('-')}", value]
+    return args
+
+
+class ItemRequest(_PackageRequest):
+    """Run ``stac <group> create-item <args> <options> <destination>``."""
+
+    create_item_args: list[str] = Field(default_factory=list)
+    create_item_options: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def command(self) -> str:
+        return "create-item"
+
+    @property
+    def cli_args(self) -> list[str]:
+        return [*self.create_item_args, *_options(self.create_item_options)]
+
+
+class CollectionRequest(_PackageRequest):
+    """Run ``stac <group> create-collection <args> <options> <destination>``."""
+
+    create_collection_args: list[str] = Field(default_factory=list)
+    create_collection_options: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def command(self) -> str:
+        return "create-collection"
+
+    @property
+    def cli_args(self) -> list[str]:
+        return [*self.create_collection_args, *_options(self.create_collection_options)]
+
+
+Request = ItemRequest | CollectionRequest
+
+
+def is_request(obj: Any) -> bool:
+    """Whether a JSON object looks like a request rather than a STAC document."""
+    return isinstance(obj, dict) and "package_name" in obj and "group_name" in obj
+
+
+def parse_request(obj: Any) -> Request:
+    """Validate a decoded message as a collection request (if it says so) or an item request."""
+    if not isinstance(obj, dict):
+        raise InvalidRequest(f"a request must be a JSON object, got {type(obj).__name__}")
+    is_collection = "create_collection_args" in obj or "create_collection_options" in obj
+    model = CollectionRequest if is_collection else ItemRequest
+    try:
+        return model.model_validate(obj)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'request'}: {err['msg']}"
+            for err in e.errors()
+        )
+        raise InvalidRequest(f"invalid {model.__name__}: {problems}") from None

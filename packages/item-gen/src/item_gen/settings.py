@@ -1,0 +1,26 @@
+"""ItemGen settings, read once at start-up from the environment."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GenSettings(BaseSettings):
+    """Where items go and how long a stactools command may run."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    item_load_topic_arn: str | None = None
+    """SNS topic of the load stage; required by the Lambda."""
+
+    payload_bucket: str | None = None
+    """Bucket for items over SNS's 256 KiB limit; they are published as ``{"href": "s3://…"}``."""
+
+    request_timeout_seconds: float = 300.0
+    """A stactools command running longer than this is killed and the request fails."""
+
+    uvx: str = "uvx"
+    """The uvx executable used to run stactools packages in their own environments."""
+
+    stactools_spec: str = "stactools"
+    """The stactools distribution (and version) providing the ``stac`` command."""
