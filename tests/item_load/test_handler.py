@@ -145,9 +145,7 @@ def test_1000_batch_with_10_bad_messages_loads_990(with_collection, load, caplog
     assert failed_ids(response) == {r["messageId"] for r in bad_records.values()}
     assert with_collection.count(COLL) == 990
     # AND each failure is logged with its message id and a reason a person can act on
-    reasons = {
-        r.message_id: r.reason for r in caplog.records if hasattr(r, "message_id")
-    }
+    reasons = {r.message_id: r.reason for r in caplog.records if hasattr(r, "message_id")}
     assert set(reasons) == {f"bad-{name}" for name in bad_bodies}
     assert "does not exist in pgstac" in reasons["bad-unknown-collection"]
     assert "must end where it starts" in reasons["bad-unclosed-ring"]
