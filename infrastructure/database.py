@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -125,7 +126,13 @@ class DatabaseStack(Stack):
                 "vpcSubnets": network.lambda_subnets,
                 "allowPublicSubnet": False,
             },
-            custom_resource_properties={"mosaic_index": "TRUE"},
+            custom_resource_properties={
+                "mosaic_index": "TRUE",
+                # eoapi-cdk adds these two only for its own bootstrapper code. A changed version
+                # or bootstrapper makes CloudFormation run the bootstrap again.
+                "pgstac_version": db_config.pgstac_version,
+                "code_hash": _bootstrapper_hash(),
+            },
         )
 
         self.pgstac_secret: secretsmanager.ISecret = self.pgstac.pgstac_secret
@@ -156,3 +163,11 @@ class DatabaseStack(Stack):
         )
         self.bootstrap_resource = bootstrap_resource
         Tags.of(self).add("project", config.project_name)
+
+
+def _bootstrapper_hash() -> str:
+    """A digest of the bootstrapper's Dockerfile and handler."""
+    digest = hashlib.sha256()
+    for name in ("Dockerfile", "handler.py"):
+        digest.update((BOOTSTRAPPER_DIR / name).read_bytes())
+    return digest.hexdigest()

@@ -53,6 +53,7 @@ FINDINGS: tuple[Finding, ...] = (
             "*-database/Pgstac/lambda/ServiceRole",
             "*/LogRetention*/ServiceRole",
             "*/BucketNotificationsHandler*/Role",
+            "*-stac-api/StacApi/runtime/lambda/ServiceRole",
         ),
         "Roles created inside constructs we do not own (eoapi-cdk's bootstrapper, CDK's log "
         "retention and bucket notification helpers). AWSLambdaBasicExecutionRole only lets them "
@@ -97,6 +98,27 @@ FINDINGS: tuple[Finding, ...] = (
     ),
 )
 
+STAC_API = (
+    Finding(
+        "AwsSolutions-L1",
+        ("*-stac-api/StacApi/runtime/lambda",),
+        "eoapi-cdk pins the Python runtime its STAC API package is built for; upgrading it "
+        "is eoapi-cdk's change to make.",
+    ),
+    Finding(
+        "AwsSolutions-APIG4",
+        ("*-stac-api/StacApi/stac-api/api/DefaultRoute",),
+        "The optional STAC API is a read-only view for checking what landed (off by default). "
+        "Put eoapi-cdk's StacAuthProxyLambda in front of it before it serves a private catalog.",
+    ),
+    Finding(
+        "AwsSolutions-APIG1",
+        ("*-stac-api/StacApi/stac-api/api/DefaultStage",),
+        "The HTTP API stage comes from eoapi-cdk; every request reaches the STAC API Lambda, "
+        "whose own log group records it.",
+    ),
+)
+
 MULTI_AZ = Finding(
     "AwsSolutions-RDS3",
     ("*-database/Pgstac/db",),
@@ -115,6 +137,8 @@ EVENT_SOURCE_BUCKETS = Finding(
 def suppress_findings(stacks: list[Stack], config: DeploymentConfig) -> list[Finding]:
     """Acknowledge the accepted findings on the constructs they apply to; return them."""
     findings = list(FINDINGS)
+    if config.stac_api.enabled:
+        findings.extend(STAC_API)
     if not config.database.multi_az:
         findings.append(MULTI_AZ)
     for name in dict.fromkeys(
@@ -136,6 +160,17 @@ def suppress_findings(stacks: list[Stack], config: DeploymentConfig) -> list[Fin
                         Acknowledgment(id=f"AwsSolutions::{finding.rule}", reason=finding.reason)
                     )
     return findings
+
+
+def unacknowledged_findings(report: dict) -> list[tuple[str, str]]:
+    """(rule, construct path) of every finding in a validation report without an acknowledgment."""
+    return [
+        (violation["ruleName"], construct["constructPath"])
+        for plugin in report.get("pluginReports", [])
+        for violation in plugin["violations"]
+        if "acknowledgedId" not in violation
+        for construct in violation["violatingConstructs"]
+    ]
 
 
 def _walk(root: IConstruct):
