@@ -153,18 +153,29 @@ def test_1000_batch_with_10_bad_messages_loads_990(with_collection, load, caplog
     assert "not valid JSON" in reasons["bad-malformed-json"]
 
 
-def test_copy_failure_in_a_group_isolates_the_bad_item(with_collection, load):
+def test_copy_failure_in_a_group_isolates_the_bad_item(with_collection, load, caplog):
     # GIVEN a group of items where only pgstac (not our pre-checks) can see one is bad
     records = [sqs_record(sns_envelope(item(f"ok{n}"))) for n in range(50)]
-    # a NUL character is valid JSON but PostgreSQL's jsonb refuses it: only the COPY finds out
-    broken = item("broken")
-    broken["properties"]["note"] = "bad\u0000value"
-    bad = sqs_record(sns_envelope(broken))
+    # Python accepts a +20:00 offset, PostgreSQL does not: only the load itself finds out
+    bad = sqs_record(sns_envelope(item("broken", dt="2020-06-01T00:00:00+20:00")))
     # WHEN loaded together
     response = load([*records[:25], bad, *records[25:]])
-    # THEN the group is not given up: 50 land, the one is reported
+    # THEN the group is not given up: 50 land, the one is reported with pgstac's reason
     assert failed_ids(response) == {bad["messageId"]}
+    reasons = [
+        r.reason for r in caplog.records if getattr(r, "message_id", None) == bad["messageId"]
+    ]
+    assert reasons and "time zone displacement out of range" in reasons[0]
     assert with_collection.count(COLL) == 50
+
+
+def test_nul_character_is_rejected_before_copy(with_collection, load, caplog):
+    broken = item("nul")
+    broken["properties"]["note"] = "bad\u0000value"
+    bad = sqs_record(sns_envelope(broken))
+    assert failed_ids(load([bad, sqs_record(sns_envelope(item("fine")))])) == {bad["messageId"]}
+    assert with_collection.item_ids(COLL) == ["fine"]
+    assert any("NUL character" in getattr(r, "reason", "") for r in caplog.records)
 
 
 def test_unknown_collection_created_when_enabled(pgstac, load):
@@ -286,7 +297,7 @@ def test_concurrent_loaders_same_collection_lose_nothing(pgstac, load):
                             item(
                                 f"w{w}-b{batch}-{n}",
                                 "busy",
-                                f"20{10 + n % 12}-{1 + (n + w) % 12:02d}-15T00:00:00Z",
+                                f"20{10 + n % 3}-{1 + (n + w) % 4:02d}-15T00:00:00Z",
                             ),
                         )
                         for n in range(150)

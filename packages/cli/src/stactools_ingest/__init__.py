@@ -1,1 +1,1 @@
-"""stactools_ingest."""
+"""The stactools-ingest command: the pipeline on one machine, and tools to operate it on AWS."""

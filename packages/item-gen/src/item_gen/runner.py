@@ -41,9 +41,15 @@ def command_for(request: Request, destination: Path, settings: GenSettings) -> l
     ]
 
 
-def _tail(text: str) -> str:
+def stderr_tail(text: str) -> str:
+    """The end of a command's stderr, short enough for a log line and an error message."""
     text = text.strip()
     return text if len(text) <= STDERR_TAIL else "…" + text[-STDERR_TAIL:]
+
+
+def destination_in(workdir: Path, request: Request) -> Path:
+    """Where a request's command is told to write its JSON inside its working directory."""
+    return workdir / ("collection.json" if request.command == "create-collection" else "item.json")
 
 
 def read_output(workdir: Path, destination: Path, request: Request, cmd: list[str]) -> dict:
@@ -74,14 +80,12 @@ def run_once(request: Request, settings: GenSettings) -> dict:
     """Run the request's command in a fresh process and return the STAC document it wrote."""
     with tempfile.TemporaryDirectory(prefix="stactools-ingest-") as tmp:
         workdir = Path(tmp)
-        destination = workdir / (
-            "collection.json" if request.command == "create-collection" else "item.json"
-        )
+        destination = destination_in(workdir, request)
         cmd = command_for(request, destination, settings)
+        # Runs in the caller's directory so relative paths in requests mean what the user meant.
         # A new session lets us kill uvx and the Python it starts together on timeout.
         proc = subprocess.Popen(
             cmd,
-            cwd=workdir,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -100,6 +104,6 @@ def run_once(request: Request, settings: GenSettings) -> dict:
         if proc.returncode != 0:
             raise PackageFailed(
                 f"request {request.label}: `{shlex.join(cmd)}` exited {proc.returncode}: "
-                f"{_tail(stderr)}"
+                f"{stderr_tail(stderr)}"
             )
         return read_output(workdir, destination, request, cmd)

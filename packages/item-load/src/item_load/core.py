@@ -194,6 +194,26 @@ def bisect_load(rows: Sequence[T], load: Callable[[Sequence[T]], None]) -> list[
     return bisect_load(rows[:mid], load) + bisect_load(rows[mid:], load)
 
 
+def _partition_of(partition: Partition, group: Sequence[tuple[Document, dict]]) -> Partition:
+    """The partition bounds of just these rows, for bisection.
+
+    The cached bounds include every row of the group, bad ones too; a sub-group that kept them
+    would fail in check_partition for its good rows. check_partition merges with the bounds
+    already in the database, so narrower bounds are safe.
+    """
+    starts = [r["datetime"] for _, r in group]
+    ends = [r["end_datetime"] for _, r in group]
+    return Partition(
+        name=partition.name,
+        collection=partition.collection,
+        datetime_range_min=min(starts),
+        datetime_range_max=max(starts),
+        end_datetime_range_min=min(ends),
+        end_datetime_range_max=max(ends),
+        requires_update=True,
+    )
+
+
 class BatchLoader:
     """Loads batches through one connection with pypgstac's Loader (COPY into partitions)."""
 
@@ -278,7 +298,12 @@ class BatchLoader:
         rows = []
         for doc in docs:
             try:
-                rows.append((doc, self.loader.format_item(doc.body)))
+                row = self.loader.format_item(doc.body)
+                if "\\u0000" in row["content"]:
+                    # Valid JSON, but PostgreSQL's jsonb refuses NUL; catching it here saves
+                    # bisecting a whole COPY group for it.
+                    raise ValueError("a string contains a NUL character (\\u0000)")
+                rows.append((doc, row))
             except Exception as e:
                 outcome.fail(
                     doc,
@@ -327,14 +352,21 @@ class BatchLoader:
                 "SELECT pg_advisory_xact_lock(hashtext('stactools-ingest:' || %s))", (collection,)
             )
             for name, group in itertools.groupby(ordered, key=lambda r: r[1]["partition"]):
-                partition = self.loader._partition_cache[name]
-                bad = bisect_load(list(group), lambda g, p=partition: self._copy(p, g))
+                rows_in = list(group)
+                cached = self.loader._partition_cache[name]
+                bad = bisect_load(
+                    rows_in,
+                    lambda g, p=cached, n=len(rows_in): self._copy(
+                        p if len(g) == n else _partition_of(p, g), g
+                    ),
+                )
                 failed += [(pair[0], reason) for pair, reason in bad]
             if partition_trunc is not None:
                 self._delete_moved(collection, rows, failed)
         return failed
 
     def _copy(self, partition: Partition, group: Sequence[tuple[Document, dict]]) -> None:
+        """COPY one partition's rows (an upsert through pypgstac's load_partition)."""
         try:
             # load_partition pops 'partition' from each row, so hand it copies for bisection.
             _load_partition_once(

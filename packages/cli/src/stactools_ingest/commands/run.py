@@ -1,0 +1,127 @@
+"""``stactools-ingest run``: the whole pipeline on this machine, resumable after a kill."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+
+import click
+
+from item_gen.settings import GenSettings
+from stactools_ingest.inputs import check_files, read_inputs
+from stactools_ingest.pipeline import Counters, LocalPipeline, RunSummary
+from stactools_ingest.target import resolve_dsn
+
+
+class _Reporter:
+    """A live progress line on a terminal; a plain log line every few seconds otherwise."""
+
+    def __init__(self, total_requests: int, total_docs: int, quiet: bool) -> None:
+        self.total_requests = total_requests
+        self.total_docs = total_docs
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
+        self.started = time.perf_counter()
+        self.last_plain = 0.0
+        self.live = None
+        if self.tty and not quiet:
+            from rich.console import Console
+            from rich.live import Live
+
+            self.live = Live(console=Console(stderr=True), refresh_per_second=4, transient=True)
+            self.live.start()
+
+    def line(self, c: Counters, pending: dict[str, int]) -> str:
+        elapsed = time.perf_counter() - self.started
+        rate = c.items_loaded / elapsed if elapsed > 0 else 0.0
+        return (
+            f"requests {c.requests_done}/{self.total_requests} done, {c.requests_failed} failed"
+            f" | items loaded {c.items_loaded} ({rate:,.0f}/s)"
+            f" | queued gen {pending.get('gen', 0)} load {pending.get('load', 0)}"
+            f" | retries {c.retries} | {elapsed:,.1f} s"
+        )
+
+    def tick(self, c: Counters, pending: dict[str, int]) -> None:
+        if self.quiet:
+            return
+        if self.live is not None:
+            self.live.update(self.line(c, pending))
+        elif time.perf_counter() - self.last_plain >= 5.0:
+            self.last_plain = time.perf_counter()
+            click.echo(self.line(c, pending), err=True)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
+def _print_summary(summary: RunSummary, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary.as_dict()))
+        return
+    click.echo(
+        f"{summary.requests} requests, {summary.documents} documents: "
+        f"{summary.succeeded} succeeded, {summary.failed} failed "
+        f"({summary.dead_letters} dead-lettered, {summary.input_errors} unusable input lines); "
+        f"{summary.items_loaded} items and {summary.collections_loaded} collections loaded "
+        f"in {summary.seconds:.1f} s"
+    )
+    if summary.dead_letters:
+        click.echo("see why: stactools-ingest dlq list", err=True)
+
+
+@click.command("run")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--dsn", help="Target pgstac (default: PGSTAC_DSN, PG* variables, else embedded).")
+@click.option("--workers", type=int, default=max(2, os.cpu_count() or 2), show_default=True,
+              help="ItemGen workers running stactools packages in parallel.")
+@click.option("--batch-size", type=int, default=1000, show_default=True,
+              help="Most documents per ItemLoad batch.")
+@click.option("--max-receives", type=int, default=5, show_default=True,
+              help="Attempts before a message goes to the dead-letter store.")
+@click.option("--visibility-timeout", type=float, default=600.0, show_default=True,
+              help="Seconds a message stays leased before another worker may take it.")
+@click.option("--request-timeout", type=float, default=None,
+              help="Seconds one stactools command may run (default: REQUEST_TIMEOUT_SECONDS or 300).")
+@click.option("--create-collections", is_flag=True,
+              help="Create placeholder collections for items of unknown collections.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def run(
+    files: tuple[str, ...], dsn: str | None, workers: int, batch_size: int, max_receives: int,
+    visibility_timeout: float, request_timeout: float | None, create_collections: bool,
+    as_json: bool, quiet: bool,
+) -> None:
+    """Ingest FILE... (JSON or NDJSON of requests and STAC documents; - for stdin).
+
+    Running the same command again after an interruption finishes the work; running it over a
+    finished file changes nothing. Exits 0 only when nothing was dead-lettered.
+    """
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr
+    )
+    check_files(list(files))
+    gen_settings = GenSettings()
+    if request_timeout is not None:
+        gen_settings.request_timeout_seconds = request_timeout
+    pipeline = LocalPipeline(
+        resolve_dsn(dsn), gen_workers=workers, batch_size=batch_size,
+        visibility_timeout=visibility_timeout, max_receives=max_receives,
+        gen_settings=gen_settings, create_collections_if_missing=create_collections,
+    )
+    enqueued = pipeline.enqueue(read_inputs(list(files)))
+    for problem in enqueued.problems:
+        click.echo(f"{problem.source}: {problem.reason}", err=True)
+    reporter = _Reporter(len(enqueued.gen_ids), len(enqueued.load_ids), quiet or as_json)
+    try:
+        summary = pipeline.run(enqueued, on_tick=reporter.tick)
+    finally:
+        reporter.close()
+    _print_summary(summary, as_json)
+    sys.exit(0 if summary.failed == 0 else 1)
+
+
+COMMANDS = [run]

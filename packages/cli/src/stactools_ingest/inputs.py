@@ -1,0 +1,106 @@
+"""Read ``run``/``submit`` input files: JSON or NDJSON of requests and STAC documents, mixed."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ingest_common.errors import IngestError, PermanentError
+from item_gen.models import CollectionRequest, is_request, parse_request
+
+
+class InputFileError(IngestError):
+    """An input file is missing or unreadable; nothing was enqueued."""
+
+    exit_code = 2
+
+
+@dataclass(slots=True)
+class InputRecord:
+    """One object from an input file, with where it came from."""
+
+    source: str
+    obj: Any
+
+
+@dataclass(slots=True)
+class InputProblem:
+    """A line that could not be used, reported with file and line number."""
+
+    source: str
+    reason: str
+
+
+def check_files(paths: list[str]) -> None:
+    """Fail before doing anything if a named file is missing."""
+    for path in paths:
+        if path != "-" and not Path(path).is_file():
+            raise InputFileError(f"{path}: no such file")
+
+
+def _lines(path: str) -> Iterator[tuple[int, bytes]]:
+    if path == "-":
+        yield from enumerate(sys.stdin.buffer, start=1)
+        return
+    with open(path, "rb") as f:
+        yield from enumerate(f, start=1)
+
+
+def read_inputs(paths: list[str]) -> Iterator[InputRecord | InputProblem]:
+    """Objects from each file: a whole-file JSON document (object or array), else NDJSON lines."""
+    for path in paths:
+        name = "<stdin>" if path == "-" else path
+        if path != "-":
+            data = Path(path).read_bytes()
+            try:
+                whole = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                whole = None
+            else:
+                items = whole if isinstance(whole, list) else [whole]
+                for n, obj in enumerate(items, start=1):
+                    yield InputRecord(f"{name}#{n}" if isinstance(whole, list) else name, obj)
+                continue
+        for lineno, line in _lines(path):
+            if not line.strip():
+                continue
+            try:
+                yield InputRecord(f"{name}:{lineno}", orjson.loads(line))
+            except orjson.JSONDecodeError as e:
+                yield InputProblem(f"{name}:{lineno}", f"not valid JSON: {e}")
+
+
+def message_id(obj: Any) -> str:
+    """A content-derived id, so the same input enqueued twice is one message."""
+    return hashlib.sha256(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
+
+
+def classify(record: InputRecord) -> tuple[str, int] | InputProblem:
+    """``("gen"|"load", priority)`` for a record, or why it cannot be used.
+
+    Priority 0 is for collections and collection requests, which must land before items.
+    """
+    obj = record.obj
+    if is_request(obj):
+        try:
+            request = parse_request(obj)
+        except PermanentError as e:
+            return InputProblem(record.source, str(e))
+        return ("gen", 0 if isinstance(request, CollectionRequest) else 1)
+    if isinstance(obj, dict):
+        kind = obj.get("type")
+        if kind == "Collection":
+            return ("load", 0)
+        if kind in ("Feature", "FeatureCollection") or ("href" in obj and kind is None):
+            return ("load", 1)
+    return InputProblem(
+        record.source,
+        "not an item request, collection request, STAC Item, Collection, FeatureCollection "
+        "or {\"href\": …} pointer",
+    )

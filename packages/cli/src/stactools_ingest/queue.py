@@ -1,0 +1,253 @@
+"""Durable local queues with SQS semantics, kept in the target database.
+
+At-least-once delivery, a visibility timeout, a receive count, and a dead-letter state after
+``max_receives``: the same contract the AWS deployment gives, so a killed run resumes where it
+stopped. Message ids are derived from the input, so enqueuing the same file twice adds nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+GEN, LOAD = "gen", "load"
+
+SCHEMA_SQL = """
+CREATE SCHEMA IF NOT EXISTS stactools_ingest;
+CREATE TABLE IF NOT EXISTS stactools_ingest.messages (
+    queue text NOT NULL,
+    id text NOT NULL,
+    body jsonb NOT NULL,
+    source text,
+    priority smallint NOT NULL DEFAULT 1,
+    state text NOT NULL DEFAULT 'ready' CHECK (state IN ('ready', 'done', 'dead')),
+    receive_count integer NOT NULL DEFAULT 0,
+    visible_at timestamptz NOT NULL DEFAULT now(),
+    lease_owner text,
+    last_error text,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (queue, id)
+);
+CREATE INDEX IF NOT EXISTS messages_ready
+    ON stactools_ingest.messages (queue, priority, visible_at) WHERE state = 'ready';
+"""
+
+
+@dataclass(slots=True)
+class Message:
+    """A received message, leased to this process until ``ack``/``fail`` or the timeout."""
+
+    queue: str
+    id: str
+    body: Any
+    source: str | None
+    receive_count: int
+    created_at: datetime
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A message that failed ``max_receives`` times, with the last reason."""
+
+    queue: str
+    id: str
+    source: str | None
+    receive_count: int
+    last_error: str | None
+    updated_at: datetime
+    body: Any
+
+
+def owner_token() -> str:
+    """Identifies this process's leases, so a restart can release those of a killed run."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LocalQueues:
+    """The two queues (``gen`` and ``load``) and their dead letters, in one table."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        visibility_timeout: float = 300.0,
+        max_receives: int = 5,
+    ) -> None:
+        self.conn = conn
+        self.visibility_timeout = visibility_timeout
+        self.max_receives = max_receives
+        self.owner = owner_token()
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('stactools_ingest.schema'))")
+            conn.execute(SCHEMA_SQL)
+
+    def send_many(self, rows: Iterable[tuple[str, str, Any, str | None, int]]) -> int:
+        """Enqueue ``(queue, id, body, source, priority)`` rows; existing ids are left alone."""
+        with self.conn.cursor() as cur, self.conn.transaction():
+            cur.executemany(
+                """
+                INSERT INTO stactools_ingest.messages (queue, id, body, source, priority)
+                VALUES (%s, %s, %s, %s, %s) ON CONFLICT (queue, id) DO NOTHING
+                """,
+                [(q, i, Jsonb(b), s, p) for q, i, b, s, p in rows],
+            )
+            return cur.rowcount
+
+    def release_orphans(self) -> int:
+        """Make messages leased by dead processes on this host visible again right away."""
+        host = socket.gethostname()
+        rows = self.conn.execute(
+            """
+            SELECT DISTINCT lease_owner FROM stactools_ingest.messages
+            WHERE state = 'ready' AND lease_owner LIKE %s AND visible_at > now()
+            """,
+            (f"{host}:%",),
+        ).fetchall()
+        dead = [o for (o,) in rows if not _pid_alive(int(o.rsplit(":", 1)[1]))]
+        if not dead:
+            return 0
+        cur = self.conn.execute(
+            """
+            UPDATE stactools_ingest.messages SET visible_at = now(), lease_owner = NULL
+            WHERE state = 'ready' AND lease_owner = ANY(%s)
+            """,
+            (dead,),
+        )
+        return cur.rowcount
+
+    def receive(self, queue: str, max_messages: int = 1, block_items_on_collections: bool = False) -> list[Message]:
+        """Lease up to ``max_messages`` visible messages, collections (priority 0) first.
+
+        With ``block_items_on_collections`` no item is handed out while any collection (or
+        collection request) is still pending, so items never race their collection into pgstac.
+        """
+        gate = (
+            """AND (priority = 0 OR NOT EXISTS (
+                    SELECT 1 FROM stactools_ingest.messages p
+                    WHERE p.priority = 0 AND p.state = 'ready'))"""
+            if block_items_on_collections
+            else ""
+        )
+        rows = self.conn.execute(
+            f"""
+            UPDATE stactools_ingest.messages m
+            SET receive_count = m.receive_count + 1,
+                visible_at = now() + make_interval(secs => %s),
+                lease_owner = %s, updated_at = now()
+            FROM (
+                SELECT queue, id FROM stactools_ingest.messages
+                WHERE queue = %s AND state = 'ready' AND visible_at <= now() {gate}
+                ORDER BY priority, created_at
+                LIMIT %s
+                FOR UPDATE SKIP LOCKED
+            ) picked
+            WHERE m.queue = picked.queue AND m.id = picked.id
+            RETURNING m.queue, m.id, m.body, m.source, m.receive_count, m.created_at
+            """,
+            (self.visibility_timeout, self.owner, queue, max_messages),
+        ).fetchall()
+        return [Message(*r) for r in sorted(rows, key=lambda r: r[5])]
+
+    def ack(self, messages: Sequence[Message]) -> None:
+        """Mark messages done; they stay as a record so re-enqueuing them is a no-op."""
+        if not messages:
+            return
+        self.conn.execute(
+            """
+            UPDATE stactools_ingest.messages
+            SET state = 'done', lease_owner = NULL, last_error = NULL, updated_at = now()
+            WHERE queue = %s AND id = ANY(%s)
+            """,
+            (messages[0].queue, [m.id for m in messages]),
+        )
+
+    def fail(self, message: Message, error: str, retry_after: float | None = None) -> bool:
+        """Record a failure; returns True when this was the last receive and it is now dead."""
+        dead = message.receive_count >= self.max_receives
+        delay = retry_after if retry_after is not None else min(2.0 * message.receive_count, 30.0)
+        self.conn.execute(
+            """
+            UPDATE stactools_ingest.messages
+            SET state = CASE WHEN %s THEN 'dead' ELSE 'ready' END,
+                visible_at = now() + make_interval(secs => %s),
+                lease_owner = NULL, last_error = %s, updated_at = now()
+            WHERE queue = %s AND id = %s
+            """,
+            (dead, delay, error, message.queue, message.id),
+        )
+        return dead
+
+    def pending(self) -> dict[str, int]:
+        """Messages not yet done or dead, per queue (in flight included)."""
+        rows = self.conn.execute(
+            """
+            SELECT queue, count(*) FROM stactools_ingest.messages
+            WHERE state = 'ready' GROUP BY queue
+            """
+        ).fetchall()
+        return {GEN: 0, LOAD: 0, **dict(rows)}
+
+    def states(self, queue: str, ids: Sequence[str]) -> dict[str, int]:
+        """How many of ``ids`` are ready / done / dead."""
+        rows = self.conn.execute(
+            """
+            SELECT state, count(*) FROM stactools_ingest.messages
+            WHERE queue = %s AND id = ANY(%s) GROUP BY state
+            """,
+            (queue, list(ids)),
+        ).fetchall()
+        return {"ready": 0, "done": 0, "dead": 0, **dict(rows)}
+
+    def dead_letters(self, queue: str | None = None, limit: int = 1000) -> list[DeadLetter]:
+        """Dead letters, newest first."""
+        rows = self.conn.execute(
+            """
+            SELECT queue, id, source, receive_count, last_error, updated_at, body
+            FROM stactools_ingest.messages
+            WHERE state = 'dead' AND (%s::text IS NULL OR queue = %s)
+            ORDER BY updated_at DESC LIMIT %s
+            """,
+            (queue, queue, limit),
+        ).fetchall()
+        return [DeadLetter(*r) for r in rows]
+
+    def dead_letter(self, message_id: str) -> DeadLetter | None:
+        """One dead letter by id (or unique id prefix)."""
+        rows = self.conn.execute(
+            """
+            SELECT queue, id, source, receive_count, last_error, updated_at, body
+            FROM stactools_ingest.messages WHERE state = 'dead' AND id LIKE %s || '%%'
+            """,
+            (message_id,),
+        ).fetchall()
+        return DeadLetter(*rows[0]) if len(rows) == 1 else None
+
+    def redrive(self, ids: Sequence[str] | None = None) -> int:
+        """Put dead letters back (all when ``ids`` is None) with a fresh receive count."""
+        cur = self.conn.execute(
+            """
+            UPDATE stactools_ingest.messages
+            SET state = 'ready', receive_count = 0, visible_at = now(), lease_owner = NULL,
+                updated_at = now()
+            WHERE state = 'dead' AND (%s::text[] IS NULL OR id = ANY(%s))
+            """,
+            (ids, ids),
+        )
+        return cur.rowcount

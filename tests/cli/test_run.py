@@ -1,0 +1,186 @@
+"""``stactools-ingest run`` end to end on a real pgstac, as a user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from factories import collection, item
+from geotiffs import GLAD_COLLECTION, glad_collection_request, glad_item_request, glad_tiles
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "glad" / "requests.ndjson"
+CLI = str(Path(sys.executable).parent / "stactools-ingest")
+EXAMPLE_IDS = [f"{y}_{loc}" for y in (2015, 2020) for loc in ("40N_000E", "50N_010E", "50N_020E")]
+
+
+def cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO, **kwargs
+    )
+
+
+def summary(result: subprocess.CompletedProcess) -> dict:
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_example_lands_and_rerun_changes_nothing(pgstac):
+    # WHEN the README's example runs
+    first = cli("run", str(EXAMPLE), "--dsn", pgstac.dsn, "--json")
+    # THEN it succeeds, and the six tiles are in pgstac with their collection
+    assert first.returncode == 0, first.stderr
+    s = summary(first)
+    assert (s["requests"], s["succeeded"], s["failed"], s["items_loaded"]) == (7, 7, 0, 6)
+    assert pgstac.item_ids(GLAD_COLLECTION) == EXAMPLE_IDS
+    # AND running the finished file again loads nothing and still reports success
+    again = cli("run", str(EXAMPLE), "--dsn", pgstac.dsn, "--json")
+    assert again.returncode == 0, again.stderr
+    s2 = summary(again)
+    assert (s2["succeeded"], s2["failed"], s2["items_loaded"]) == (7, 0, 0)
+    assert pgstac.item_ids(GLAD_COLLECTION) == EXAMPLE_IDS
+
+
+def test_search_shows_what_landed(pgstac, tmp_path):
+    docs = tmp_path / "docs.ndjson"
+    docs.write_text(
+        json.dumps(collection("c1"))
+        + "\n"
+        + "".join(json.dumps(item(f"s{n}", "c1", x=n * 10)) + "\n" for n in range(3))
+    )
+    assert cli("run", str(docs), "--dsn", pgstac.dsn, "-q").returncode == 0
+    found = cli(
+        "search", "--collection", "c1", "--bbox", "9,39,12,42", "--json", "--dsn", pgstac.dsn
+    )
+    assert found.returncode == 0, found.stderr
+    assert [json.loads(line)["id"] for line in found.stdout.splitlines()] == ["s1"]
+
+
+def test_killed_run_resumes_with_every_item_once(pgstac, tmp_path):
+    # GIVEN prebuilt items and requests in one input
+    tifs = glad_tiles(tmp_path, corners=[(10, 50), (20, 50), (30, 50), (40, 50)])
+    lines = [glad_collection_request()] + [glad_item_request(t, tmp_path) for t in tifs]
+    lines += [collection("bulk")] + [item(f"b{n:05d}", "bulk", x=n % 170) for n in range(3000)]
+    path = tmp_path / "mixed.ndjson"
+    path.write_text("".join(json.dumps(obj) + "\n" for obj in lines))
+    # WHEN the run is SIGKILLed once it has started loading
+    proc = subprocess.Popen(
+        [CLI, "run", str(path), "--dsn", pgstac.dsn, "--workers", "1", "--batch-size", "500", "-q"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while pgstac.count() == 0 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert pgstac.count() < 3004
+    # AND the same command runs again
+    again = cli("run", str(path), "--dsn", pgstac.dsn, "--workers", "1", "--json")
+    # THEN everything is there exactly once
+    assert again.returncode == 0, again.stderr
+    assert pgstac.count("bulk") == 3000
+    assert len(pgstac.item_ids(GLAD_COLLECTION)) == 4
+    with pgstac.connect() as conn:
+        dupes = conn.execute("SELECT id FROM items GROUP BY id HAVING count(*) > 1").fetchall()
+    assert dupes == []
+
+
+def test_bad_request_dead_letters_then_redrive_after_fix(pgstac, tmp_path):
+    # GIVEN a request for a tile that does not exist yet
+    glad_tiles(tmp_path)  # the collection's other tiles exist
+    missing = tmp_path / "2020" / "30N_050E.tif"
+    requests = tmp_path / "requests.ndjson"
+    requests.write_text(
+        json.dumps(glad_collection_request())
+        + "\n"
+        + json.dumps(glad_item_request(missing, tmp_path))
+        + "\n"
+    )
+    # WHEN it runs
+    result = cli("run", str(requests), "--dsn", pgstac.dsn, "--json", "--max-receives", "2")
+    # THEN it exits non-zero and the request is a dead letter with the package's reason
+    assert result.returncode == 1
+    assert summary(result)["dead_letters"] == 1
+    listed = cli("dlq", "list", "--json", "--dsn", pgstac.dsn)
+    [letter] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert letter["queue"] == "gen"
+    assert letter["source"] == f"{requests}:2"
+    assert "30N_050E.tif" in letter["reason"]
+    assert "create-item" in letter["reason"]
+    shown = cli("dlq", "show", letter["id"][:10], "--dsn", pgstac.dsn)
+    assert shown.returncode == 0 and "30N_050E.tif" in shown.stdout
+    # WHEN the cause is fixed and the dead letter redriven
+    from geotiffs import write_tile
+
+    write_tile(missing, 50, 30)
+    assert "redrove 1" in cli("dlq", "redrive", "--all", "--dsn", pgstac.dsn).stdout
+    rerun = cli("run", str(requests), "--dsn", pgstac.dsn, "--json")
+    # THEN it lands
+    assert rerun.returncode == 0, rerun.stderr
+    assert pgstac.item_ids(GLAD_COLLECTION) == ["2020_30N_050E"]
+    assert cli("dlq", "list", "--json", "--dsn", pgstac.dsn).stdout == ""
+
+
+def test_missing_file_is_one_line_and_nothing_runs(pgstac, tmp_path):
+    result = cli("run", str(tmp_path / "nope.ndjson"), "--dsn", pgstac.dsn)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: {tmp_path / 'nope.ndjson'}: no such file"
+
+
+def test_malformed_line_is_reported_and_the_rest_runs(pgstac, tmp_path):
+    path = tmp_path / "input.ndjson"
+    path.write_text(
+        json.dumps(collection("m"))
+        + "\n"
+        + json.dumps(item("m1", "m"))
+        + "\n{oops\n"
+        + json.dumps(item("m2", "m"))
+        + "\n"
+    )
+    result = cli("run", str(path), "--dsn", pgstac.dsn, "--json")
+    assert result.returncode == 1
+    assert f"{path}:3: not valid JSON" in result.stderr
+    s = summary(result)
+    assert (s["succeeded"], s["input_errors"], s["failed"]) == (3, 1, 1)
+    assert pgstac.item_ids("m") == ["m1", "m2"]
+
+
+def test_unknown_package_is_dead_lettered_with_reason(pgstac, tmp_path):
+    path = tmp_path / "r.ndjson"
+    path.write_text(
+        json.dumps(
+            {
+                "package_name": "stactools-package-that-does-not-exist-0xdeadbeef",
+                "group_name": "x",
+                "create_item_args": ["y"],
+                "collection_id": "c",
+            }
+        )
+        + "\n"
+    )
+    result = cli("run", str(path), "--dsn", pgstac.dsn, "--json", "--max-receives", "1")
+    assert result.returncode == 1
+    listed = [
+        json.loads(x) for x in cli("dlq", "list", "--json", "--dsn", pgstac.dsn).stdout.splitlines()
+    ]
+    assert len(listed) == 1
+    assert "stactools-package-that-does-not-exist-0xdeadbeef" in listed[0]["reason"]
+
+
+def test_database_unreachable_is_one_line(tmp_path):
+    path = tmp_path / "r.ndjson"
+    path.write_text(json.dumps(item("x")) + "\n")
+    result = cli("run", str(path), "--dsn", "postgresql://nobody@127.0.0.1:1/none")
+    assert result.returncode == 3
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: cannot connect to postgresql://nobody@127.0.0.1:1/none")
