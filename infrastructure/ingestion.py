@@ -248,6 +248,8 @@ class IngestionStack(Stack):
             "ItemLoadFunctionName": self.item_load_function.function_name,
             "PgstacSecret": database.pgstac_secret.secret_arn,
             "PgstacIngestSecret": database.ingest_secret.secret_arn,
+            "ItemGenLogGroup": self.item_gen_function.log_group.log_group_name,
+            "ItemLoadLogGroup": self.item_load_function.log_group.log_group_name,
             "PayloadBucketName": self.payload_bucket.bucket_name,
             "AlarmTopicArn": self.alarm_topic.topic_arn,
         }

@@ -17,6 +17,8 @@ OUTPUTS = (
     "PgstacIngestSecret",
     "PayloadBucketName",
     "AlarmTopicArn",
+    "ItemGenLogGroup",
+    "ItemLoadLogGroup",
 )
 
 
@@ -40,6 +42,10 @@ def test_outputs_have_stable_names(default_app):
     assert set(OUTPUTS) <= set(outputs)
     topic, _ = _one(default_app.templates["ingestion"], "AWS::SNS::Topic", "ItemGenTopic")
     assert outputs["ItemGenSNSTopicArn"]["Value"] == {"Ref": topic}
+    log_group, _ = _one(
+        default_app.templates["ingestion"], "AWS::Logs::LogGroup", "ItemLoadFunction"
+    )
+    assert outputs["ItemLoadLogGroup"]["Value"] == {"Ref": log_group}
 
 
 @pytest.mark.parametrize("stage", ["ItemGen", "ItemLoad"])
