@@ -26,7 +26,7 @@ from botocore.exceptions import (
 )
 
 from ingest_common.errors import IngestError, PermanentError, TransientError
-from item_gen.models import is_request, parse_request
+from stactools_ingest.inputs import InputProblem, InputRecord, classify
 
 STACK_HELP = (
     "The ingestion stack (`<prefix>-ingestion` in the CDK app), whose outputs name the "
@@ -43,6 +43,8 @@ STAGE_OUTPUTS = {
 SNS_MAX_BYTES = 256 * 1024
 SNS_BATCH_ENTRIES = 10
 SQS_BATCH_ENTRIES = 10
+# Long polling: an empty answer then means the queue is empty, not that a short poll was unlucky.
+RECEIVE_WAIT_SECONDS = 1
 
 # Codes worth another try: throttling and the service's own trouble, never bad input.
 RETRYABLE_CODES = frozenset(
@@ -176,7 +178,7 @@ def list_dead_letters(
                     QueueUrl=url,
                     MaxNumberOfMessages=min(SQS_BATCH_ENTRIES, limit - len(found)),
                     VisibilityTimeout=30,
-                    WaitTimeSeconds=1,  # long poll: an empty answer means empty, not "unlucky"
+                    WaitTimeSeconds=RECEIVE_WAIT_SECONDS,
                     AttributeNames=["All"],
                     MessageAttributeNames=["All"],
                 ).get("Messages", [])
@@ -291,7 +293,7 @@ def _move_by_hand(sqs: Any, source_url: str, target_url: str) -> int:
             QueueUrl=source_url,
             MaxNumberOfMessages=SQS_BATCH_ENTRIES,
             VisibilityTimeout=60,  # long enough to send and delete; a failed copy reappears after
-            WaitTimeSeconds=1,
+            WaitTimeSeconds=RECEIVE_WAIT_SECONDS,
             MessageAttributeNames=["All"],
         ).get("Messages", [])
         if not messages:
@@ -318,8 +320,6 @@ def _move_by_hand(sqs: Any, source_url: str, target_url: str) -> int:
 
 # --- publishing -----------------------------------------------------------------------------
 
-LOAD_TYPES = ("Feature", "Collection", "FeatureCollection")
-
 
 def _dumps(doc: Any) -> str:
     return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
@@ -328,25 +328,20 @@ def _dumps(doc: Any) -> str:
 def route(doc: Any) -> list[tuple[str, str]]:
     """The ``(stage, message)`` pairs one input becomes: requests go to ItemGen, STAC to ItemLoad.
 
-    A request is validated here so a bad one is reported by the caller and never published. A
+    Classified (and a request validated) as ``run`` does, so a bad input is reported by the caller
+    and never published; an item without a collection is refused for the same reason. A
     FeatureCollection over SNS's size limit is split into several that fit.
     """
-    if is_request(doc):
-        parse_request(doc)  # raises InvalidRequest with the field that is wrong
-        return [("gen", _dumps(doc))]
-    if not isinstance(doc, dict):
-        raise InvalidDocument(f"expected a JSON object, got {type(doc).__name__}")
+    verdict = classify(InputRecord("", doc))
+    if isinstance(verdict, InputProblem):
+        raise InvalidDocument(verdict.reason)
+    stage, _ = verdict
     kind = doc.get("type")
     if kind == "Feature" and not doc.get("collection"):
         raise InvalidDocument(f"item {doc.get('id')!r} has no 'collection'; set one to load it")
     if kind == "FeatureCollection":
-        return [("load", m) for m in _split_feature_collection(doc)]
-    if kind in LOAD_TYPES or "href" in doc or "Records" in doc:
-        return [("load", _dumps(doc))]
-    raise InvalidDocument(
-        "neither a request (package_name, group_name) nor a STAC Item, Collection, "
-        'FeatureCollection or {"href": …} pointer'
-    )
+        return [(stage, m) for m in _split_feature_collection(doc)]
+    return [(stage, _dumps(doc))]
 
 
 def _split_feature_collection(doc: dict) -> list[str]:

@@ -30,7 +30,7 @@ def status(stack_name: str, as_json: bool) -> None:
         table.add_row(
             STAGE_NAMES[stage], str(c["queued"]), str(c["in_flight"]), str(c["dead_letters"])
         )
-    Console(file=click.get_text_stream("stdout")).print(table)
+    Console().print(table)
 
 
 COMMANDS = [status]

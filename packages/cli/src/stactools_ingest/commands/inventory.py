@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TextIO
 
 import click
 from pydantic import ValidationError
 
 from item_gen.models import ItemRequest
 from stactools_ingest.aws_ops import STACK_HELP, client, resolve_stack
-from stactools_ingest.commands.submit import Malformed, open_input, check_inputs, publish_documents
+from stactools_ingest.commands.submit import publish_documents
+from stactools_ingest.inputs import InputProblem, InputRecord, check_files
 
 
 def _parse_options(values: tuple[str, ...]) -> dict[str, str]:
@@ -24,12 +27,18 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, str]:
     return options
 
 
+def _open(path: str) -> contextlib.AbstractContextManager[TextIO]:
+    if path == "-":
+        return contextlib.nullcontext(sys.stdin)  # never close stdin
+    return open(path, encoding="utf-8")
+
+
 def build_requests(
     path: str, template: dict[str, Any], arg_template: str
-) -> Iterator[tuple[str, Any]]:
-    """``(file:line, request)`` for each non-blank, non-``#`` line of the inventory."""
+) -> Iterator[InputRecord | InputProblem]:
+    """An item request (or why not) for each non-blank, non-``#`` line of the inventory."""
     name = "<stdin>" if path == "-" else path
-    with open_input(path) as stream:
+    with _open(path) as stream:
         for lineno, line in enumerate(stream, 1):
             href = line.strip()
             if not href or href.startswith("#"):
@@ -39,12 +48,12 @@ def build_requests(
             try:
                 request = ItemRequest.model_validate(fields)
             except ValidationError as e:
-                yield source, Malformed(f"invalid request: {e.errors()[0]['msg']}")
+                yield InputProblem(source, f"invalid request: {e.errors()[0]['msg']}")
                 continue
             doc = request.model_dump(exclude_none=True)
             if not doc["extra_packages"]:
                 del doc["extra_packages"]
-            yield source, doc
+            yield InputRecord(source, doc)
 
 
 @click.command("inventory")
@@ -109,11 +118,14 @@ def inventory(
         ItemRequest.model_validate({**template, "create_item_args": ["x"]})
     except ValidationError as e:
         raise click.BadParameter(e.errors()[0]["msg"], param_hint="--package/--group") from None
-    check_inputs([inventory])
+    check_files([inventory])
     requests = build_requests(inventory, template, arg_template)
     if dry_run:
-        for _, doc in requests:
-            click.echo(json.dumps(doc.reason if isinstance(doc, Malformed) else doc))
+        for record in requests:
+            if isinstance(record, InputProblem):
+                click.echo(f"{record.source}: {record.reason}", err=True)
+            else:
+                click.echo(json.dumps(record.obj))
         return
     outputs = resolve_stack(stack_name, client("cloudformation"))
     publish_documents(requests, outputs, client("sns"), as_json=as_json)

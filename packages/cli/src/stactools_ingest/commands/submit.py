@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import json
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TextIO
+from collections.abc import Iterable
+from typing import Any
 
 import click
 
@@ -24,93 +20,13 @@ from stactools_ingest.aws_ops import (
     resolve_stack,
     route,
 )
+from stactools_ingest.inputs import InputProblem, InputRecord, check_files, read_inputs
 
 PROGRESS_EVERY_SECONDS = 5.0
 
 
-class InputNotFound(PermanentError):
-    """An input file named on the command line does not exist."""
-
-
 class NotAllPublished(IngestError):
     """Some inputs were not published; each was reported with its file and line above."""
-
-
-@dataclass(frozen=True)
-class Malformed:
-    """An input line that is not JSON; it is reported and skipped, the rest still goes."""
-
-    reason: str
-
-
-def check_inputs(paths: Iterable[str]) -> None:
-    """Fail before publishing anything when an input file is missing."""
-    for path in paths:
-        if path != "-" and not Path(path).is_file():
-            raise InputNotFound(f"{path}: no such file")
-
-
-def open_input(path: str) -> contextlib.AbstractContextManager[TextIO]:
-    if path == "-":
-        return contextlib.nullcontext(click.get_text_stream("stdin"))  # never close stdin
-    return open(path, encoding="utf-8")
-
-
-def _expand(source: str, doc: Any) -> Iterator[tuple[str, Any]]:
-    """A JSON array is a list of inputs, each named by its index."""
-    if isinstance(doc, list):
-        for i, element in enumerate(doc):
-            yield f"{source}[{i}]", element
-    else:
-        yield source, doc
-
-
-def _ndjson(name: str, lines: Iterable[str]) -> Iterator[tuple[str, Any]]:
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        source = f"{name}:{lineno}"
-        try:
-            doc = json.loads(line)
-        except ValueError as e:
-            yield source, Malformed(f"malformed JSON: {e}")
-            continue
-        yield from _expand(source, doc)
-
-
-def read_documents(name: str, stream: Iterable[str]) -> Iterator[tuple[str, Any]]:
-    """``(file:line, document)`` for an NDJSON or JSON stream; malformed lines become ``Malformed``.
-
-    Streams NDJSON line by line. Only when the first non-blank line is not JSON on its own (a
-    pretty-printed document) is the whole input read and parsed as one JSON value.
-    """
-    lines = iter(stream)
-    head: list[str] = []
-    for line in lines:
-        head.append(line)
-        if line.strip():
-            break
-    if not head or not head[-1].strip():
-        return
-    try:
-        json.loads(head[-1])
-    except ValueError:
-        text = "".join(head) + "".join(lines)
-        try:
-            doc = json.loads(text)
-        except ValueError:
-            yield from _ndjson(name, text.splitlines())
-            return
-        yield from _expand(f"{name}:{len(head)}", doc)
-        return
-    yield from _ndjson(name, itertools.chain(head, lines))
-
-
-def documents_from(paths: Iterable[str]) -> Iterator[tuple[str, Any]]:
-    """Every document of every input, in order, each file opened only while it is read."""
-    for path in paths:
-        with open_input(path) as stream:
-            yield from read_documents("<stdin>" if path == "-" else path, stream)
 
 
 class _Display:
@@ -163,7 +79,7 @@ class _Display:
 
 
 def publish_documents(
-    documents: Iterable[tuple[str, Any]],
+    documents: Iterable[InputRecord | InputProblem],
     outputs: dict[str, str],
     sns: Any,
     *,
@@ -180,17 +96,17 @@ def publish_documents(
     }
     with _Display() as display:
         publisher = BatchPublisher(sns, on_error=display.error, on_progress=display.progress)
-        for source, doc in documents:
-            if isinstance(doc, Malformed):
-                publisher.fail(source, doc.reason)
+        for record in documents:
+            if isinstance(record, InputProblem):
+                publisher.fail(record.source, record.reason)
                 continue
             try:
-                routed = route(doc)
+                routed = route(record.obj)
             except PermanentError as e:
-                publisher.fail(source, str(e))
+                publisher.fail(record.source, str(e))
                 continue
             for stage, message in routed:
-                publisher.add(topics[stage], message, source)
+                publisher.add(topics[stage], message, record.source)
         summary = publisher.close()
     if as_json:
         click.echo(json.dumps(summary.as_dict()))
@@ -216,9 +132,9 @@ def submit(files: tuple[str, ...], stack_name: str, as_json: bool) -> None:
     Files are NDJSON or JSON. A malformed line or an invalid request is reported with its file and
     line and not published; the rest still goes. Exits non-zero when anything was not published.
     """
-    check_inputs(files)
+    check_files(list(files))
     outputs = resolve_stack(stack_name, client("cloudformation"))
-    publish_documents(documents_from(files), outputs, client("sns"), as_json=as_json)
+    publish_documents(read_inputs(list(files)), outputs, client("sns"), as_json=as_json)
 
 
 COMMANDS = [submit]
