@@ -230,3 +230,28 @@ def test_status_shows_depths_in_flight_and_dead_letters(deployed):  # noqa: F811
 def test_status_unknown_stack(deployed):  # noqa: F811
     result = invoke(STATUS, ["--stack", "nope"])
     assert isinstance(result.exception, StackNotFound)
+
+
+# --- the dlq command on a stack (its module is another's; this checks it meets aws_ops) ------
+
+
+def test_dlq_list_and_redrive_on_the_stack(deployed):  # noqa: F811
+    from stactools_ingest import cli
+
+    cli._register()
+    deployed.send("gen", "dlq", [json.dumps(REQUEST)])
+    deployed.send("load", "dlq", [json.dumps(item("i1", "glad"))])
+
+    listed = invoke(cli.cli, ["dlq", "list", "--stack", STACK, "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [(r["stage"], json.loads(r["body"])) for r in rows] == [
+        ("gen", REQUEST),
+        ("load", item("i1", "glad")),
+    ]
+
+    redriven = invoke(cli.cli, ["dlq", "redrive", "--stack", STACK, "--stage", "load"])
+    assert redriven.exit_code == 0, redriven.output
+    assert redriven.stdout == "redrove 1 messages\n"
+    assert [json.loads(b) for b in deployed.drain("load")] == [item("i1", "glad")]
+    assert deployed.depth("gen", "dlq") == 1

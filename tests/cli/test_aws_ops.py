@@ -223,13 +223,25 @@ def test_list_dead_letters_by_stage_and_limit(deployed):
 def test_redrive_moves_dead_letters_back_by_hand_when_move_tasks_are_missing(deployed):
     # GIVEN 23 dead letters on ItemGen's DLQ and one on ItemLoad's (moto has no move tasks)
     bodies = [json.dumps({"request": i}) for i in range(23)]
-    deployed.send("gen", "dlq", bodies)
+    deployed.send("gen", "dlq", bodies[1:])
+    deployed.sqs.send_message(
+        QueueUrl=deployed.url("gen", "dlq"),
+        MessageBody=bodies[0],
+        MessageAttributes={"origin": {"DataType": "String", "StringValue": "test"}},
+    )
     deployed.send("load", "dlq", ["stays"])
     # WHEN ItemGen's are redriven
     moved = redrive_dead_letters(deployed.outputs, "gen", sqs=deployed.sqs)
     # THEN all 23 are on the ItemGen queue, none on its DLQ, and ItemLoad's DLQ is untouched
     assert moved == 23
-    assert sorted(deployed.drain("gen")) == sorted(bodies)
+    received = []
+    while batch := deployed.sqs.receive_message(
+        QueueUrl=deployed.url("gen"), MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+    ).get("Messages"):
+        received += batch
+    assert sorted(m["Body"] for m in received) == sorted(bodies)
+    first = next(m for m in received if m["Body"] == bodies[0])
+    assert first["MessageAttributes"]["origin"]["StringValue"] == "test"
     assert deployed.depth("gen", "dlq") == 0
     assert deployed.drain("load", "dlq") == ["stays"]
 

@@ -285,6 +285,9 @@ def _move_task_unavailable(code: str) -> bool:
     )
 
 
+_ATTRIBUTE_FIELDS = ("DataType", "StringValue", "BinaryValue")
+
+
 def _move_by_hand(sqs: Any, source_url: str, target_url: str) -> int:
     """Receive, send, then delete only what was sent; returns the number moved."""
     moved = 0
@@ -302,7 +305,10 @@ def _move_by_hand(sqs: Any, source_url: str, target_url: str) -> int:
         for i, m in enumerate(messages):
             entry = {"Id": str(i), "MessageBody": m["Body"]}
             if m.get("MessageAttributes"):
-                entry["MessageAttributes"] = m["MessageAttributes"]
+                entry["MessageAttributes"] = {  # only the fields SendMessage accepts
+                    key: {k: v for k, v in value.items() if k in _ATTRIBUTE_FIELDS}
+                    for key, value in m["MessageAttributes"].items()
+                }
             entries.append(entry)
         sent = sqs.send_message_batch(QueueUrl=target_url, Entries=entries).get("Successful", [])
         sent_ids = {s["Id"] for s in sent}
