@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 
 import boto3
@@ -126,7 +127,11 @@ def test_unknown_package_fails_with_the_command_and_stderr(load_topic, caplog):
 
 def test_request_timeout_kills_the_command(load_topic, tmp_path, caplog, monkeypatch):
     monkeypatch.setattr(gen_handler.settings, "request_timeout_seconds", 0.01)
-    tif = glad_tiles(tmp_path)[0]
+    # A warm worker answers in about 10 ms, so make the package hang for real: opening a FIFO
+    # that nobody writes to blocks until the process is killed.
+    tif = tmp_path / "2020" / "50N_010E.tif"
+    tif.parent.mkdir(parents=True)
+    os.mkfifo(tif)
     rec = sqs_record(json.dumps(glad_item_request(tif, tmp_path)), message_id="slow")
     assert failed_ids(run_gen([rec])) == {"slow"}
     reason = next(r.reason for r in caplog.records if getattr(r, "message_id", None) == "slow")

@@ -22,6 +22,7 @@ from item_gen.core import generate
 from item_gen.models import parse_request
 from item_gen.publish import Publisher
 from item_gen.settings import GenSettings
+from item_gen.warm import runner_for
 
 settings = GenSettings()
 logger = Logger(service="item-gen")
@@ -45,7 +46,7 @@ def record_handler(record: SQSRecord) -> str:
     try:
         request = parse_request(unwrap(record.body, record.attributes.sent_timestamp).message)
         context["request"] = request.label
-        doc = generate(request, settings)
+        doc = generate(request, settings, runner_for(settings))
         message_id = publisher().publish(doc)
     except Exception as e:
         metrics.add_metric("RequestsFailed", MetricUnit.Count, 1)

@@ -24,3 +24,9 @@ class GenSettings(BaseSettings):
 
     stactools_spec: str = "stactools"
     """The stactools distribution (and version) providing the ``stac`` command."""
+
+    warm_runner: bool = True
+    """One long-lived stactools process per package environment; false: one ``uvx`` per request."""
+
+    warm_workers_per_env: int = 2
+    """At most this many warm processes per environment, started only when threads run at once."""

@@ -1,0 +1,117 @@
+"""Warm worker: runs inside a package's uv environment and serves ``stac`` commands in-process.
+
+Started by ``item_gen.warm`` as ``uvx --with … --from stactools python /path/to/_worker.py``. It
+uses only the standard library and stactools (item_gen is not installed in that environment).
+
+Protocol, one JSON object per line:
+
+- start-up: the worker imports stactools' CLI, then writes ``{"ready": true, "pid": <its pid>}``;
+- request (stdin): ``{"argv": ["<group>", "<command>", *args, "<destination>"], "cwd": "<dir>"}``;
+- response (stdout): ``{"ok": bool, "exit_code": int, "error": str | None}``.
+
+Everything the command prints (Python's stdout and stderr, logging, and C libraries writing to
+file descriptors 1 and 2) goes to the worker's stderr, which the runner reads as the stderr tail.
+The worker exits when stdin closes, so it never outlives the runner.
+"""
+
+import os
+import sys
+
+# Running this file by path puts item_gen's source folder first on sys.path, where modules named
+# ``models``, ``errors``, ``core``... would shadow a package's own imports; take it off again.
+if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
+
+import json
+import logging
+import traceback
+import warnings
+
+
+def _exit_code(exc: SystemExit) -> int:
+    """The status a process would exit with for ``exc``, printing non-int codes as Python does."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def _logging_state() -> dict:
+    """Handlers, level and flags of every logger that exists now, to undo a command's set-up."""
+    loggers = [logging.getLogger()]
+    loggers += [
+        lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    return {lg: (list(lg.handlers), lg.level, lg.propagate, lg.disabled) for lg in loggers}
+
+
+def _restore_logging(state: dict) -> None:
+    for lg, (handlers, level, propagate, disabled) in state.items():
+        lg.handlers[:] = handlers
+        lg.setLevel(level)
+        lg.propagate = propagate
+        lg.disabled = disabled
+
+
+def _run(cli, request: dict, pristine_logging: dict) -> dict:
+    """Run one ``stac`` command line as the ``stac`` script would, and say how it ended."""
+    argv = [str(a) for a in request["argv"]]
+    home = os.getcwd()
+    error = None
+    try:
+        os.chdir(request.get("cwd") or home)
+        sys.argv = ["stac", *argv]
+        # A fresh registry per request, so a warning shows for every request, as in a new process.
+        with warnings.catch_warnings():
+            try:
+                # Standalone mode is exactly what the `stac` script does: click prints usage errors
+                # and "Aborted!" itself and always ends with SystemExit carrying the exit status.
+                cli.main(args=argv, prog_name="stac")
+                code = 0
+            except SystemExit as e:
+                code = _exit_code(e)
+            except BaseException as e:
+                # What an uncaught exception does to the script: traceback on stderr, status 1.
+                traceback.print_exc()
+                error = f"{type(e).__name__}: {e}"
+                code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # stactools' CLI adds a log handler on every invocation; keep the worker as it started.
+        _restore_logging(pristine_logging)
+        os.chdir(home)
+    return {"ok": code == 0, "exit_code": code, "error": error}
+
+
+def main() -> None:
+    """Serve requests from stdin until it closes."""
+    # Keep the real stdout for responses; anything else written to fd 1 goes to stderr instead.
+    responses = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+
+    from stactools.cli.cli import cli
+
+    logging.getLogger("stactools")  # the logger the CLI configures, so it is restored too
+    pristine_logging = _logging_state()
+
+    def send(obj: dict) -> None:
+        responses.write(json.dumps(obj) + "\n")
+        responses.flush()
+
+    send({"ready": True, "pid": os.getpid()})
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            request = json.loads(line)
+        except json.JSONDecodeError as e:
+            send({"ok": False, "exit_code": 2, "error": f"bad request line: {e}"})
+            continue
+        send(_run(cli, request, pristine_logging))
+
+
+if __name__ == "__main__":
+    main()
