@@ -26,7 +26,9 @@ def main() -> None:
     """Entry point: run the group, turning IngestError into ``error: …`` and its exit code."""
     _register()
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except IngestError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)

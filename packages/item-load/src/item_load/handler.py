@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ingest_common.envelope import unwrap
+from item_load.core import paused_gc
 from item_load.db import ConnectionCache
 from item_load.messages import Document, documents_from_message
 from item_load.processor import BulkLoadProcessor
@@ -39,8 +40,9 @@ def record_handler(record: SQSRecord) -> list[Document]:
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Lambda entry point for the ItemLoad queue."""
     started = time.perf_counter()
-    response = process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+    with paused_gc():
+        response = process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
     metrics.add_metric("BatchSeconds", MetricUnit.Seconds, time.perf_counter() - started)
     return response
