@@ -40,7 +40,9 @@ def server() -> Iterator[EmbeddedServer]:
 def fresh_db(srv: EmbeddedServer, name: str) -> str:
     """Create ``name`` from the template (dropping an old one) and return its DSN."""
     with psycopg.connect(**srv.conninfo("postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
         conn.execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
                 sql.Identifier(name), sql.Identifier(TEMPLATE)

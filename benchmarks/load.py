@@ -50,7 +50,9 @@ def poison(items: list[dict], rate: float) -> tuple[list[dict], int]:
     bad = 0
     for i in range(0, len(items), int(1 / rate)):
         kind = bad % 5
-        doc = items[i + rng.randrange(int(1 / rate))] if i + int(1 / rate) <= len(items) else items[i]
+        doc = (
+            items[i + rng.randrange(int(1 / rate))] if i + int(1 / rate) <= len(items) else items[i]
+        )
         if kind == 0:
             doc["collection"] = "no-such-collection"
         elif kind == 1:
@@ -79,7 +81,10 @@ def prepare(dsn: str) -> None:
 def point_libpq_at(dsn: str) -> None:
     info = psycopg.conninfo.conninfo_to_dict(dsn)
     os.environ.update(
-        PGHOST=info["host"], PGPORT=str(info["port"]), PGUSER=info["user"], PGDATABASE=info["dbname"]
+        PGHOST=info["host"],
+        PGPORT=str(info["port"]),
+        PGUSER=info["user"],
+        PGDATABASE=info["dbname"],
     )
 
 
@@ -164,15 +169,41 @@ def main() -> None:
     n = len(items)
     ref_rate = n / ref.seconds
     rows = [
-        ("pypgstac Loader, one call (reference)", n, f"{ref.seconds:.2f}", f"{ref_rate:,.0f}", "1.00"),
-        ("pypgstac Loader, 1000 per call (upsert over existing)", n, f"{ref_chunked.seconds:.2f}",
-         f"{n / ref_chunked.seconds:,.0f}", f"{(n / ref_chunked.seconds) / ref_rate:.2f}"),
-        ("ItemLoad handler, clean batches", n, f"{clean_s:.2f}", f"{n / clean_s:,.0f}",
-         f"{(n / clean_s) / ref_rate:.2f}"),
-        ("ItemLoad handler, re-ingest", n, f"{reingest_s:.2f}", f"{n / reingest_s:,.0f}",
-         f"{(n / reingest_s) / ref_rate:.2f}"),
-        (f"ItemLoad handler, 1% invalid ({n_bad} bad)", n, f"{poisoned_s:.2f}",
-         f"{n / poisoned_s:,.0f}", f"{(n / poisoned_s) / ref_rate:.2f}"),
+        (
+            "pypgstac Loader, one call (reference)",
+            n,
+            f"{ref.seconds:.2f}",
+            f"{ref_rate:,.0f}",
+            "1.00",
+        ),
+        (
+            "pypgstac Loader, 1000 per call (upsert over existing)",
+            n,
+            f"{ref_chunked.seconds:.2f}",
+            f"{n / ref_chunked.seconds:,.0f}",
+            f"{(n / ref_chunked.seconds) / ref_rate:.2f}",
+        ),
+        (
+            "ItemLoad handler, clean batches",
+            n,
+            f"{clean_s:.2f}",
+            f"{n / clean_s:,.0f}",
+            f"{(n / clean_s) / ref_rate:.2f}",
+        ),
+        (
+            "ItemLoad handler, re-ingest",
+            n,
+            f"{reingest_s:.2f}",
+            f"{n / reingest_s:,.0f}",
+            f"{(n / reingest_s) / ref_rate:.2f}",
+        ),
+        (
+            f"ItemLoad handler, 1% invalid ({n_bad} bad)",
+            n,
+            f"{poisoned_s:.2f}",
+            f"{n / poisoned_s:,.0f}",
+            f"{(n / poisoned_s) / ref_rate:.2f}",
+        ),
     ]
     print_table(rows, ("run", "items", "seconds", "items/s", "vs reference"))
     print_json(

@@ -1,4 +1,4 @@
-"""Tiny GeoTIFFs laid out the way the GLAD GLCLU2020 package expects: ``<root>/<year>/<loc>.tif``."""
+"""Tiny GeoTIFFs laid out as the GLAD GLCLU2020 package expects: ``<root>/<year>/<loc>.tif``."""
 
 from __future__ import annotations
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 from factories import collection, item
 from geotiffs import GLAD_COLLECTION, glad_collection_request, glad_item_request, glad_tiles
 

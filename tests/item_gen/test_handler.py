@@ -88,6 +88,8 @@ def test_collection_request_with_override_and_raw_delivery(load_topic):
     [published] = load_topic.messages()
     assert published["type"] == "Collection"
     assert published["id"] == "my-glad"
+    # links into the temporary output directory do not travel with the collection
+    assert not [link for link in published["links"] if "stactools-ingest-" in link["href"]]
 
 
 def test_bad_requests_fail_alone_with_reasons(load_topic, tmp_path, caplog):

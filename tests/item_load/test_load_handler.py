@@ -303,7 +303,7 @@ def test_concurrent_loaders_same_collection_lose_nothing(pgstac, load):
                         for n in range(150)
                     ]
                     outcomes.append(load_documents(conn, docs))
-        except BaseException as e:  # noqa: BLE001 - surfaced by the assertion below
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]

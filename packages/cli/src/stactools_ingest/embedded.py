@@ -76,7 +76,7 @@ def _apt_install(packages: list[str], say) -> None:
 
 
 def find_server(install: bool = True, say=lambda msg: print(msg, file=sys.stderr)) -> Path:
-    """The bin directory of a PostgreSQL server with PostGIS, installing them with apt if allowed."""
+    """The bin directory of a PostgreSQL server with PostGIS, installed with apt if allowed."""
     can_apt = install and os.geteuid() == 0 and shutil.which("apt-get") is not None
     bindirs = _candidate_bindirs()
     if not bindirs:

@@ -102,5 +102,5 @@ def classify(record: InputRecord) -> tuple[str, int] | InputProblem:
     return InputProblem(
         record.source,
         "not an item request, collection request, STAC Item, Collection, FeatureCollection "
-        "or {\"href\": …} pointer",
+        'or {"href": …} pointer',
     )

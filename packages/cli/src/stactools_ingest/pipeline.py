@@ -179,7 +179,11 @@ class LocalPipeline:
         dead = queues.fail(msg, reason)
         logger.warning(
             "%s message %s from %s failed (receive %d): %s",
-            msg.queue, msg.id, msg.source, msg.receive_count, reason,
+            msg.queue,
+            msg.id,
+            msg.source,
+            msg.receive_count,
+            reason,
         )
         self.counters.add(**{counter: 1} if dead else {"retries": 1})
 

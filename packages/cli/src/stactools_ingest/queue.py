@@ -132,7 +132,9 @@ class LocalQueues:
         )
         return cur.rowcount
 
-    def receive(self, queue: str, max_messages: int = 1, block_items_on_collections: bool = False) -> list[Message]:
+    def receive(
+        self, queue: str, max_messages: int = 1, block_items_on_collections: bool = False
+    ) -> list[Message]:
         """Lease up to ``max_messages`` visible messages, collections (priority 0) first.
 
         With ``block_items_on_collections`` no item is handed out while any collection (or

@@ -1,4 +1,4 @@
-"""Which pgstac the CLI talks to: ``--dsn``, ``PGSTAC_DSN``, libpq variables, or the embedded one."""
+"""Which pgstac the CLI talks to: ``--dsn``, ``PGSTAC_DSN``, libpq variables, or embedded."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ class DatabaseUnreachable(IngestError):
 
 
 def home() -> Path:
-    """Where the embedded server keeps its data: ``STACTOOLS_INGEST_HOME`` or ./.stactools-ingest."""
-    return Path(os.environ.get("STACTOOLS_INGEST_HOME") or Path.cwd() / ".stactools-ingest").absolute()
+    """Where the embedded server keeps its data: STACTOOLS_INGEST_HOME or ./.stactools-ingest."""
+    return Path(
+        os.environ.get("STACTOOLS_INGEST_HOME") or Path.cwd() / ".stactools-ingest"
+    ).absolute()
 
 
 def embedded() -> EmbeddedServer:

@@ -1,4 +1,4 @@
-"""The error hierarchy both stages use to decide between "fail this record" and "retry the batch"."""
+"""The error hierarchy both stages use to choose between "fail this record" and "retry"."""
 
 from __future__ import annotations
 

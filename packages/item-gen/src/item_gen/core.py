@@ -11,10 +11,32 @@ from item_gen.settings import GenSettings
 
 Runner = Callable[[Request, GenSettings], dict]
 
+_NAVIGATION = {"self", "root", "parent"}
+
+
+def drop_local_navigation(doc: dict) -> None:
+    """Remove self/root/parent links that point into the temporary output directory.
+
+    stactools writes them relative to where it saved the file; once the document leaves this
+    machine they point nowhere, and pgstac or a STAC API supplies its own.
+    """
+    links = doc.get("links")
+    if isinstance(links, list):
+        doc["links"] = [
+            link
+            for link in links
+            if not (
+                isinstance(link, dict)
+                and link.get("rel") in _NAVIGATION
+                and "://" not in str(link.get("href", ""))
+            )
+        ]
+
 
 def generate(request: Request, settings: GenSettings, runner: Runner = run_once) -> dict:
     """Run the package for ``request`` and apply its collection override."""
     doc = runner(request, settings)
+    drop_local_navigation(doc)
     if isinstance(request, CollectionRequest):
         if doc.get("type") != "Collection":
             raise PackageFailed(

@@ -1,4 +1,4 @@
-"""Requests ItemGen accepts: the original stactools-ingest ``ItemRequest`` plus a collection twin."""
+"""Requests ItemGen accepts: the original stactools-ingest ItemRequest and a collection twin."""
 
 from __future__ import annotations
 

@@ -32,7 +32,8 @@ class Publisher:
                 f"{what} is over SNS's 256 KiB limit and PAYLOAD_BUCKET is not set; "
                 "set PAYLOAD_BUCKET so large items travel through S3"
             )
-        key = f"payloads/{doc.get('collection') or doc.get('id')}/{doc.get('id')}-{uuid.uuid4().hex}.json"
+        prefix = doc.get("collection") or doc.get("id")
+        key = f"payloads/{prefix}/{doc.get('id')}-{uuid.uuid4().hex}.json"
         try:
             self.s3.put_object(
                 Bucket=self.bucket, Key=key, Body=body.encode(), ContentType="application/json"

@@ -1,1 +1,1 @@
-"""Stage 2 of stactools-ingest: STAC items and collections into pgstac, one bad message failing alone."""
+"""Stage 2 of stactools-ingest: STAC documents into pgstac, one bad message failing alone."""

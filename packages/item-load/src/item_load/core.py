@@ -372,17 +372,22 @@ class BatchLoader:
             )
             for name, group in itertools.groupby(ordered, key=lambda r: r[1]["partition"]):
                 rows_in = list(group)
-                cached = self.loader._partition_cache[name]
-                bad = bisect_load(
-                    rows_in,
-                    lambda g, p=cached, n=len(rows_in): self._copy(
-                        p if len(g) == n else _partition_of(p, g), g
-                    ),
-                )
+                bad = bisect_load(rows_in, self._group_loader(name, len(rows_in)))
                 failed += [(pair[0], reason) for pair, reason in bad]
             if partition_trunc is not None:
                 self._delete_moved(collection, rows, failed)
         return failed
+
+    def _group_loader(
+        self, name: str, size: int
+    ) -> Callable[[Sequence[tuple[Document, dict]]], None]:
+        """Loads a partition's whole group with the cached bounds, sub-groups with their own."""
+        cached = self.loader._partition_cache[name]
+
+        def load(group: Sequence[tuple[Document, dict]]) -> None:
+            self._copy(cached if len(group) == size else _partition_of(cached, group), group)
+
+        return load
 
     def _copy(self, partition: Partition, group: Sequence[tuple[Document, dict]]) -> None:
         """COPY one partition's rows (an upsert through pypgstac's load_partition)."""

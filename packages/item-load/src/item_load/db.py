@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import cache
 from typing import Any
 
@@ -82,8 +82,6 @@ class ConnectionCache:
     def discard(self) -> None:
         """Drop the connection after a failure so the next batch starts on a fresh one."""
         if self._conn is not None:
-            try:
+            with suppress(Exception):
                 self._conn.close()
-            except Exception:
-                pass
         self._conn = None

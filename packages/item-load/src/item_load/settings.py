@@ -11,7 +11,7 @@ class LoadSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
 
     pgstac_secret_arn: str | None = None
-    """Secrets Manager secret (host, port, dbname, username, password); libpq env vars when unset."""
+    """Secrets Manager secret (host, port, dbname, username, password); else libpq env vars."""
 
     create_collections_if_missing: bool = False
     """Create a minimal collection for items whose collection is not in pgstac yet."""

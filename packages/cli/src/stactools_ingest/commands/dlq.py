@@ -43,16 +43,28 @@ def list_(stack: str | None, dsn: str | None, stage: str | None, as_json: bool) 
             if as_json:
                 click.echo(json.dumps(row, default=str))
             else:
-                click.echo(f"{row['stage']}\t{row['message_id']}\treceives={row['receive_count']}\t"
-                           f"{_one_line(row['body'], 120)}")
+                click.echo(
+                    f"{row['stage']}\t{row['message_id']}\treceives={row['receive_count']}\t"
+                    f"{_one_line(row['body'], 120)}"
+                )
         click.echo(f"{len(rows)} dead letters", err=True)
         return
     letters = _local(dsn).dead_letters(stage)
     for d in letters:
         if as_json:
-            click.echo(json.dumps({"queue": d.queue, "id": d.id, "source": d.source,
-                                   "receive_count": d.receive_count, "reason": d.last_error,
-                                   "failed_at": d.updated_at.isoformat(), "body": d.body}))
+            click.echo(
+                json.dumps(
+                    {
+                        "queue": d.queue,
+                        "id": d.id,
+                        "source": d.source,
+                        "receive_count": d.receive_count,
+                        "reason": d.last_error,
+                        "failed_at": d.updated_at.isoformat(),
+                        "body": d.body,
+                    }
+                )
+            )
         else:
             click.echo(f"{d.queue}\t{d.id[:12]}\t{d.source}\t{_one_line(d.last_error)}")
     click.echo(f"{len(letters)} dead letters", err=True)
@@ -97,7 +109,9 @@ def redrive(
             if letter is None:
                 raise click.ClickException(f"no single dead letter with id {prefix!r}")
             ids.append(letter.id)
-    click.echo(f"redrove {queues.redrive(ids)} messages; run `stactools-ingest run` to process them")
+    click.echo(
+        f"redrove {queues.redrive(ids)} messages; run `stactools-ingest run` to process them"
+    )
 
 
 COMMANDS = [dlq]

@@ -41,7 +41,9 @@ def dsn() -> None:
     """Print the connection string, for psql, pypgstac or stac-fastapi."""
     server = embedded()
     if not server.is_running():
-        raise click.ClickException("the embedded pgstac is not running; run: stactools-ingest local start")
+        raise click.ClickException(
+            "the embedded pgstac is not running; run: stactools-ingest local start"
+        )
     click.echo(server.dsn())
 
 

@@ -76,24 +76,58 @@ def _print_summary(summary: RunSummary, as_json: bool) -> None:
 @click.command("run")
 @click.argument("files", nargs=-1, required=True)
 @click.option("--dsn", help="Target pgstac (default: PGSTAC_DSN, PG* variables, else embedded).")
-@click.option("--workers", type=int, default=max(2, os.cpu_count() or 2), show_default=True,
-              help="ItemGen workers running stactools packages in parallel.")
-@click.option("--batch-size", type=int, default=1000, show_default=True,
-              help="Most documents per ItemLoad batch.")
-@click.option("--max-receives", type=int, default=5, show_default=True,
-              help="Attempts before a message goes to the dead-letter store.")
-@click.option("--visibility-timeout", type=float, default=600.0, show_default=True,
-              help="Seconds a message stays leased before another worker may take it.")
-@click.option("--request-timeout", type=float, default=None,
-              help="Seconds one stactools command may run (default: REQUEST_TIMEOUT_SECONDS or 300).")
-@click.option("--create-collections", is_flag=True,
-              help="Create placeholder collections for items of unknown collections.")
+@click.option(
+    "--workers",
+    type=int,
+    default=max(2, os.cpu_count() or 2),
+    show_default=True,
+    help="ItemGen workers running stactools packages in parallel.",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Most documents per ItemLoad batch.",
+)
+@click.option(
+    "--max-receives",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Attempts before a message goes to the dead-letter store.",
+)
+@click.option(
+    "--visibility-timeout",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="Seconds a message stays leased before another worker may take it.",
+)
+@click.option(
+    "--request-timeout",
+    type=float,
+    default=None,
+    help="Seconds one stactools command may run (default: REQUEST_TIMEOUT_SECONDS or 300).",
+)
+@click.option(
+    "--create-collections",
+    is_flag=True,
+    help="Create placeholder collections for items of unknown collections.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def run(
-    files: tuple[str, ...], dsn: str | None, workers: int, batch_size: int, max_receives: int,
-    visibility_timeout: float, request_timeout: float | None, create_collections: bool,
-    as_json: bool, quiet: bool,
+    files: tuple[str, ...],
+    dsn: str | None,
+    workers: int,
+    batch_size: int,
+    max_receives: int,
+    visibility_timeout: float,
+    request_timeout: float | None,
+    create_collections: bool,
+    as_json: bool,
+    quiet: bool,
 ) -> None:
     """Ingest FILE... (JSON or NDJSON of requests and STAC documents; - for stdin).
 
@@ -108,9 +142,13 @@ def run(
     if request_timeout is not None:
         gen_settings.request_timeout_seconds = request_timeout
     pipeline = LocalPipeline(
-        resolve_dsn(dsn), gen_workers=workers, batch_size=batch_size,
-        visibility_timeout=visibility_timeout, max_receives=max_receives,
-        gen_settings=gen_settings, create_collections_if_missing=create_collections,
+        resolve_dsn(dsn),
+        gen_workers=workers,
+        batch_size=batch_size,
+        visibility_timeout=visibility_timeout,
+        max_receives=max_receives,
+        gen_settings=gen_settings,
+        create_collections_if_missing=create_collections,
     )
     enqueued = pipeline.enqueue(read_inputs(list(files)))
     for problem in enqueued.problems:

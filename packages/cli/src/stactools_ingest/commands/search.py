@@ -18,8 +18,13 @@ from stactools_ingest.target import connect, resolve_dsn
 @click.option("--dsn", help="Target pgstac (default: PGSTAC_DSN, PG* variables, else embedded).")
 @click.option("--json", "as_json", is_flag=True, help="Print the items as NDJSON.")
 def search(
-    collections: tuple[str, ...], bbox: str | None, dt: str | None, ids: tuple[str, ...],
-    limit: int, dsn: str | None, as_json: bool,
+    collections: tuple[str, ...],
+    bbox: str | None,
+    dt: str | None,
+    ids: tuple[str, ...],
+    limit: int,
+    dsn: str | None,
+    as_json: bool,
 ) -> None:
     """Search items the way a STAC API would, without writing SQL."""
     query: dict = {"limit": limit}
@@ -48,7 +53,9 @@ def search(
         when = props.get("datetime") or f"{props.get('start_datetime')}/{props.get('end_datetime')}"
         click.echo(f"{f.get('collection')}\t{f.get('id')}\t{when}\t{f.get('bbox')}")
     matched = result.get("numberMatched", result.get("context", {}).get("matched"))
-    click.echo(f"{len(features)} items shown" + (f" of {matched} matched" if matched else ""), err=True)
+    click.echo(
+        f"{len(features)} items shown" + (f" of {matched} matched" if matched else ""), err=True
+    )
 
 
 COMMANDS = [search]
