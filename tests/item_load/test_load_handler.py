@@ -24,6 +24,19 @@ from item_load import handler as load_handler
 
 COLL = "test-collection"
 
+# A rule only the database knows: nothing before the COPY can predict that it rejects a row.
+SITE_RULE = """
+CREATE FUNCTION site_rule() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.id LIKE 'reject%' THEN
+        RAISE EXCEPTION 'site_rule: item % is not allowed here', NEW.id;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER site_rule BEFORE INSERT OR UPDATE ON items
+    FOR EACH ROW EXECUTE FUNCTION site_rule();
+"""
+
 
 @pytest.fixture
 def load(pgstac):
@@ -154,19 +167,36 @@ def test_1000_batch_with_10_bad_messages_loads_990(with_collection, load, caplog
 
 
 def test_copy_failure_in_a_group_isolates_the_bad_item(with_collection, load, caplog):
-    # GIVEN a group of items where only pgstac (not our pre-checks) can see one is bad
+    # GIVEN a rule only PostgreSQL knows about (a site's own trigger on items)
+    with with_collection.connect() as conn:
+        conn.execute(SITE_RULE)
     records = [sqs_record(sns_envelope(item(f"ok{n}"))) for n in range(50)]
-    # Python accepts a +20:00 offset, PostgreSQL does not: only the load itself finds out
-    bad = sqs_record(sns_envelope(item("broken", dt="2020-06-01T00:00:00+20:00")))
-    # WHEN loaded together
+    bad = sqs_record(sns_envelope(item("reject-me")))
+    # WHEN it is loaded in the middle of a group of good items
     response = load([*records[:25], bad, *records[25:]])
-    # THEN the group is not given up: 50 land, the one is reported with pgstac's reason
+    # THEN the group is not given up: 50 land, the one is reported with PostgreSQL's reason
     assert failed_ids(response) == {bad["messageId"]}
     reasons = [
         r.reason for r in caplog.records if getattr(r, "message_id", None) == bad["messageId"]
     ]
-    assert reasons and "time zone displacement out of range" in reasons[0]
+    assert reasons and "site_rule" in reasons[0]
     assert with_collection.count(COLL) == 50
+    # AND the partition stats deferred during bisection were brought up to date, not left queued
+    with with_collection.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM query_queue").fetchone()[0] == 0
+        dtrange = conn.execute(
+            "SELECT s.dtrange FROM partition_stats s JOIN partitions_view v USING (partition) "
+            "WHERE v.collection = %s",
+            (COLL,),
+        ).fetchone()[0]
+    assert dtrange is not None and dtrange.lower.year == 2020
+
+
+def test_utc_offset_postgres_refuses_is_caught_before_copy(with_collection, load, caplog):
+    bad = sqs_record(sns_envelope(item("far-east", dt="2020-06-01T00:00:00+20:00")))
+    assert failed_ids(load([bad, sqs_record(sns_envelope(item("fine")))])) == {bad["messageId"]}
+    assert with_collection.item_ids(COLL) == ["fine"]
+    assert any("UTC offset" in getattr(r, "reason", "") for r in caplog.records)
 
 
 def test_nul_character_is_rejected_before_copy(with_collection, load, caplog):
@@ -314,3 +344,48 @@ def test_concurrent_loaders_same_collection_lose_nothing(pgstac, load):
     assert errors == []
     assert all(o.failures == {} for o in outcomes)
     assert pgstac.count("busy") == 4 * 4 * 150
+
+
+def _stats(db, collection: str):
+    with db.connect() as conn:
+        queued = conn.execute("SELECT count(*) FROM query_queue").fetchone()[0]
+        dtrange = conn.execute(
+            "SELECT s.dtrange FROM partition_stats s JOIN partitions_view v USING (partition) "
+            "WHERE v.collection = %s",
+            (collection,),
+        ).fetchone()[0]
+    return queued, dtrange
+
+
+def test_partition_stats_follow_widening_batches_and_nothing_stays_queued(with_collection, load):
+    # GIVEN items loaded for one instant
+    assert (
+        failed_ids(load([sqs_record(sns_envelope(item("a", dt="2020-06-01T00:00:00Z")))])) == set()
+    )
+    queued, dtrange = _stats(with_collection, COLL)
+    assert queued == 0 and (dtrange.lower.year, dtrange.upper.year) == (2020, 2020)
+    # WHEN a batch stays inside the partition's bounds, its refresh may wait, but is not queued
+    assert (
+        failed_ids(load([sqs_record(sns_envelope(item("b", dt="2020-06-01T00:00:00Z")))])) == set()
+    )
+    assert _stats(with_collection, COLL)[0] == 0
+    # WHEN a batch widens the partition, the stats follow at once
+    assert (
+        failed_ids(load([sqs_record(sns_envelope(item("c", dt="2023-01-01T00:00:00Z")))])) == set()
+    )
+    queued, dtrange = _stats(with_collection, COLL)
+    assert queued == 0 and (dtrange.lower.year, dtrange.upper.year) == (2020, 2023)
+    assert with_collection.item_ids(COLL) == ["a", "b", "c"]
+
+
+def test_naive_and_mixed_datetimes_load(with_collection, load):
+    naive = item("naive", dt="2020-06-01T00:00:00")
+    mixed = item("mixed")
+    mixed["properties"] = {
+        "datetime": None,
+        "start_datetime": "2020-01-01T00:00:00",
+        "end_datetime": "2020-12-31T00:00:00+00:00",
+    }
+    records = [sqs_record(sns_envelope(naive)), sqs_record(sns_envelope(mixed))]
+    assert failed_ids(load(records)) == set()
+    assert with_collection.item_ids(COLL) == ["mixed", "naive"]

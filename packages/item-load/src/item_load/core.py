@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import psycopg
@@ -26,6 +26,7 @@ from tenacity import stop_after_attempt
 from item_load.db import is_transient, translate_errors
 from item_load.errors import DatabaseUnavailable
 from item_load.messages import Document
+from item_load.rows import ewkb_hex, format_row
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,10 @@ T = TypeVar("T")
 _load_partition_once = Loader.load_partition.retry_with(stop=stop_after_attempt(1), reraise=True)
 
 DEADLOCK_ATTEMPTS = 4
+
+# When each partition's stats were last refreshed by this process: (host, port, db, partition).
+_stats_refreshed: dict[tuple[Any, ...], float] = {}
+MAX_UTC_OFFSET = timedelta(hours=16)
 
 
 @dataclass
@@ -110,9 +115,14 @@ def _parse_dt(value: Any, name: str) -> datetime:
     if not isinstance(value, str):
         raise ValueError(f"properties.{name} must be an RFC 3339 string, got {value!r}")
     try:
-        return datetime.fromisoformat(value)
+        parsed = _aware(datetime.fromisoformat(value))
     except ValueError:
         raise ValueError(f"properties.{name} {value!r} is not an RFC 3339 date-time") from None
+    offset = parsed.utcoffset()
+    if offset is not None and abs(offset) >= MAX_UTC_OFFSET:
+        # Python accepts offsets up to 24 h, PostgreSQL only below 16 h.
+        raise ValueError(f"properties.{name} {value!r} has a UTC offset beyond ±15:59")
+    return parsed
 
 
 def _rings(geometry: dict[str, Any]) -> list[Any]:
@@ -233,12 +243,29 @@ def _partition_of(partition: Partition, group: Sequence[tuple[Document, dict]]) 
     )
 
 
+def _aware(value: datetime) -> datetime:
+    """Naive datetimes are UTC, as PostgreSQL reads them in a UTC session."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _covers(bounds: tuple[Any, ...], low: datetime, high: datetime) -> bool:
+    """Whether (empty, lower, upper) constraint bounds, None meaning infinite, hold [low, high]."""
+    empty, lower, upper = bounds
+    return not empty and (lower is None or lower <= low) and (upper is None or high <= upper)
+
+
 class BatchLoader:
     """Loads batches through one connection with pypgstac's Loader (COPY into partitions)."""
 
-    def __init__(self, conn: psycopg.Connection, create_collections_if_missing: bool = False):
+    def __init__(
+        self,
+        conn: psycopg.Connection,
+        create_collections_if_missing: bool = False,
+        stats_interval: float = 60.0,
+    ):
         self.conn = conn
         self.create_collections_if_missing = create_collections_if_missing
+        self.stats_interval = stats_interval
         self.loader = Loader(PgstacDB(connection=conn))
         with translate_errors("checking the pgstac version"):
             self.loader.check_version()
@@ -315,9 +342,10 @@ class BatchLoader:
         self, docs: Sequence[Document], outcome: LoadOutcome
     ) -> list[tuple[Document, dict]]:
         rows = []
-        for doc in docs:
+        geometries = ewkb_hex([doc.body["geometry"] for doc in docs])
+        for doc, geometry in zip(docs, geometries, strict=True):
             try:
-                row = self.loader.format_item(doc.body)
+                row = format_row(self.loader, doc.body, geometry)
                 if "\\u0000" in row["content"]:
                     # Valid JSON, but PostgreSQL's jsonb refuses NUL; catching it here saves
                     # bisecting a whole COPY group for it.
@@ -360,10 +388,7 @@ class BatchLoader:
         collection makes concurrent loaders of one collection take turns, while loaders of
         different collections still run in parallel.
         """
-        self.loader._partition_cache = {}
-        for _, row in rows:
-            row.pop("partition", None)
-            row["partition"] = self.loader._partition_update(row)
+        self.loader._partition_cache = self._partitions(collection, rows)
         ordered = sorted(rows, key=lambda r: r[1]["partition"])
         failed: list[tuple[Document, str]] = []
         with self.conn.transaction():
@@ -371,34 +396,135 @@ class BatchLoader:
                 "SELECT pg_advisory_xact_lock(hashtext('stactools-ingest:' || %s))", (collection,)
             )
             for name, group in itertools.groupby(ordered, key=lambda r: r[1]["partition"]):
-                rows_in = list(group)
-                bad = bisect_load(rows_in, self._group_loader(name, len(rows_in)))
+                bad = self._load_group(name, list(group))
                 failed += [(pair[0], reason) for pair, reason in bad]
             if partition_trunc is not None:
                 self._delete_moved(collection, rows, failed)
         return failed
 
-    def _group_loader(
-        self, name: str, size: int
-    ) -> Callable[[Sequence[tuple[Document, dict]]], None]:
-        """Loads a partition's whole group with the cached bounds, sub-groups with their own."""
-        cached = self.loader._partition_cache[name]
+    def _partitions(
+        self, collection: str, rows: Sequence[tuple[Document, dict]]
+    ) -> dict[str, Partition]:
+        """The partitions these rows go to, and whether check_partition must widen them.
+
+        pypgstac's ``_partition_update`` compares datetimes as strings, and the database's
+        ``+00:00`` never equals an item's ``Z``, so it re-runs check_partition for every chunk.
+        Comparing parsed datetimes against the constraint ranges (one query per collection)
+        runs it only when a batch really reaches outside a partition's bounds.
+        """
+        existing = {
+            row[0]: (row[1:4], row[4:7])
+            for row in self.conn.execute(
+                """
+                SELECT partition,
+                    isempty(constraint_dtrange),
+                    nullif(lower(constraint_dtrange), '-infinity'),
+                    nullif(upper(constraint_dtrange), 'infinity'),
+                    isempty(constraint_edtrange),
+                    nullif(lower(constraint_edtrange), '-infinity'),
+                    nullif(upper(constraint_edtrange), 'infinity')
+                FROM partitions_view WHERE collection = %s
+                """,
+                (collection,),
+            ).fetchall()
+        }
+        spans: dict[str, list[datetime]] = {}
+        for _, row in rows:
+            start = _aware(datetime.fromisoformat(row["datetime"]))
+            end = _aware(datetime.fromisoformat(row["end_datetime"]))
+            span = spans.get(row["partition"])
+            if span is None:
+                spans[row["partition"]] = [start, start, end, end]
+            else:
+                span[0], span[1] = min(span[0], start), max(span[1], start)
+                span[2], span[3] = min(span[2], end), max(span[3], end)
+        partitions = {}
+        for name, (lo, hi, elo, ehi) in spans.items():
+            bounds = existing.get(name)
+            covered = (
+                bounds is not None and _covers(bounds[0], lo, hi) and _covers(bounds[1], elo, ehi)
+            )
+            partitions[name] = Partition(
+                name=name,
+                collection=collection,
+                datetime_range_min=lo.isoformat(),
+                datetime_range_max=hi.isoformat(),
+                end_datetime_range_min=elo.isoformat(),
+                end_datetime_range_max=ehi.isoformat(),
+                requires_update=not covered,
+            )
+        return partitions
+
+    def _load_group(self, name: str, rows: list[tuple[Document, dict]]) -> list[tuple[Any, str]]:
+        """Load one partition's rows; when that fails, bisect to find the rows at fault.
+
+        Every load_partition call ends with pgstac's update_partition_stats, which scans the
+        partition and refreshes two materialized views: the largest fixed cost of a load. When
+        the rows fall inside the partition's existing bounds (no check_partition needed), that
+        refresh would record nothing new, so it is queued with pgstac's own ``use_queue``
+        setting, for this transaction only, and run at most every
+        ``partition_stats_interval`` seconds per partition. Bisection sub-loads never run it;
+        the stats are brought up to date once afterwards. The queue is only used while no
+        check_partition can run, so partition constraints and indexes are never deferred.
+        """
+        partition = self.loader._partition_cache[name]
+        widening = partition.requires_update
+        deferring = not widening and self._defer_partition_stats()
+        failed_once = False
 
         def load(group: Sequence[tuple[Document, dict]]) -> None:
-            self._copy(cached if len(group) == size else _partition_of(cached, group), group)
+            nonlocal deferring, failed_once
+            if len(group) == len(rows) and not failed_once:
+                try:
+                    self._copy(partition, group)
+                finally:
+                    failed_once = True
+                return
+            if partition.requires_update:
+                # check_partition itself failed: each sub-group widens bounds of its own.
+                self._copy(_partition_of(partition, group), group)
+                return
+            # The bounds already cover every row (check_partition committed to its savepoint
+            # before the COPY failed), so sub-loads need neither it nor the stats refresh.
+            deferring = deferring or self._defer_partition_stats()
+            self._copy(partition, group)
 
-        return load
+        try:
+            return bisect_load(rows, load)
+        finally:
+            if deferring and not self.conn.broken:
+                self._settle_partition_stats(name, force=widening)
+
+    def _stats_key(self, partition: str) -> tuple[Any, ...]:
+        info = self.conn.info
+        return (info.host, info.port, info.dbname, partition)
+
+    def _defer_partition_stats(self) -> bool:
+        """Queue stats refreshes for now; False when pgstac is already in queue mode."""
+        if self.conn.execute("SELECT get_setting_bool('use_queue')").fetchone()[0]:
+            return False
+        self.conn.execute("SELECT set_config('pgstac.use_queue', 'true', true)")
+        return True
+
+    def _settle_partition_stats(self, partition: str, force: bool) -> None:
+        """Leave queue mode, drop our queued refreshes, and refresh now if it is due."""
+        self.conn.execute("SELECT set_config('pgstac.use_queue', 'false', true)")
+        self.conn.execute(
+            "DELETE FROM query_queue WHERE query IN ("
+            "format('SELECT update_partition_stats(%%L, %%L);', %s::text, false), "
+            "format('SELECT update_partition_stats(%%L, %%L);', %s::text, true))",
+            (partition, partition),
+        )
+        key = self._stats_key(partition)
+        now = time.monotonic()
+        if force or now - _stats_refreshed.get(key, float("-inf")) >= self.stats_interval:
+            self.conn.execute("SELECT update_partition_stats_q(%s)", (partition,))
+            _stats_refreshed[key] = now
 
     def _copy(self, partition: Partition, group: Sequence[tuple[Document, dict]]) -> None:
         """COPY one partition's rows (an upsert through pypgstac's load_partition)."""
-        try:
-            # load_partition pops 'partition' from each row, so hand it copies for bisection.
-            _load_partition_once(
-                self.loader, partition, [dict(r) for _, r in group], Methods.upsert
-            )
-        except Exception:
-            partition.requires_update = True  # its check_partition was rolled back too
-            raise
+        # load_partition pops 'partition' from each row, so hand it copies for bisection.
+        _load_partition_once(self.loader, partition, [dict(r) for _, r in group], Methods.upsert)
 
     def _delete_moved(
         self,
@@ -445,7 +571,10 @@ class BatchLoader:
 
 
 def load_documents(
-    conn: psycopg.Connection, docs: Sequence[Document], create_collections_if_missing: bool = False
+    conn: psycopg.Connection,
+    docs: Sequence[Document],
+    create_collections_if_missing: bool = False,
+    stats_interval: float = 60.0,
 ) -> LoadOutcome:
     """Load documents through ``conn``; see BatchLoader.load."""
-    return BatchLoader(conn, create_collections_if_missing).load(docs)
+    return BatchLoader(conn, create_collections_if_missing, stats_interval).load(docs)

@@ -25,7 +25,11 @@ metrics = Metrics(namespace="stactools-ingest", service="item-load")
 copy_config_to_registered_loggers(source_logger=logger, include={"item_load"})
 connections = ConnectionCache(settings)
 processor = BulkLoadProcessor(
-    connections, settings.create_collections_if_missing, logger=logger, metrics=metrics
+    connections,
+    settings.create_collections_if_missing,
+    logger=logger,
+    metrics=metrics,
+    stats_interval=settings.partition_stats_interval_seconds,
 )
 
 

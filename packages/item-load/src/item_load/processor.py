@@ -36,10 +36,12 @@ class BulkLoadProcessor(BatchProcessor):
         create_collections_if_missing: bool,
         logger: Any = None,
         metrics: Metrics | None = None,
+        stats_interval: float = 60.0,
     ) -> None:
         super().__init__(EventType.SQS, raise_on_entire_batch_failure=False, logger=None)
         self.connections = connections
         self.create_collections_if_missing = create_collections_if_missing
+        self.stats_interval = stats_interval
         self.log = logger or logging.getLogger(__name__)
         self.metrics = metrics
         self._parsed: list[tuple[dict[str, Any], list[Document]]] = []
@@ -78,7 +80,10 @@ class BulkLoadProcessor(BatchProcessor):
         try:
             if docs:
                 outcome = load_documents(
-                    self.connections.get(), docs, self.create_collections_if_missing
+                    self.connections.get(),
+                    docs,
+                    self.create_collections_if_missing,
+                    self.stats_interval,
                 )
             else:
                 outcome = LoadOutcome()
@@ -106,4 +111,5 @@ class BulkLoadProcessor(BatchProcessor):
                 "CollectionsLoaded", MetricUnit.Count, outcome.collections_loaded
             )
             self.metrics.add_metric("RecordsFailed", MetricUnit.Count, len(self.fail_messages))
+        self._parsed = []  # free the batch's documents now, not at the next invocation
         super()._clean()

@@ -21,3 +21,7 @@ class LoadSettings(BaseSettings):
 
     lock_timeout_ms: int = 60_000
     """How long a loader waits for another loader of the same collection before retrying later."""
+
+    partition_stats_interval_seconds: float = 60.0
+    """How often a partition's pgstac stats are refreshed when batches only add inside its
+    bounds; batches that widen a partition refresh them at once."""

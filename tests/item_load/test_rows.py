@@ -1,0 +1,80 @@
+"""Our batch row formatting must produce what pypgstac's Loader.format_item produces."""
+
+from __future__ import annotations
+
+import psycopg
+from factories import collection, item
+from pypgstac.db import PgstacDB
+from pypgstac.load import Loader, Methods
+
+from item_load.rows import ewkb_hex, format_row
+
+GEOMETRIES = [
+    {"type": "Point", "coordinates": [10.5, 45.25]},
+    {"type": "Point", "coordinates": [10.5, 45.25, 120.0]},
+    {"type": "LineString", "coordinates": [[0, 0], [1, 1], [2, 0.5]]},
+    {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]},
+    {
+        "type": "Polygon",
+        "coordinates": [
+            [[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]],
+            [[2, 2], [3, 2], [3, 3], [2, 3], [2, 2]],
+        ],
+    },
+    {
+        "type": "MultiPolygon",
+        "coordinates": [
+            [[[0, 0], [1, 0], [1, 1], [0, 0]]],
+            [[[179, -10], [180, -10], [180, 10], [179, -10]]],
+        ],
+    },
+    {"type": "MultiPoint", "coordinates": [[0, 0], [1, 1]]},
+    {"type": "MultiLineString", "coordinates": [[[0, 0], [1, 1]], [[2, 2], [3, 3]]]},
+    {
+        "type": "GeometryCollection",
+        "geometries": [{"type": "Point", "coordinates": [1, 2]}],
+    },
+]
+
+
+def test_rows_match_pypgstac_format_item(pgstac):
+    with PgstacDB(dsn=pgstac.dsn) as db:
+        loader = Loader(db)
+        loader.load_collections(iter([collection("rows")]), Methods.upsert)
+        with pgstac.connect() as conn:
+            conn.execute("UPDATE collections SET partition_trunc = 'month' WHERE id = 'rows'")
+        Loader.collection_json.cache_clear()
+        items = []
+        for n, geometry in enumerate(GEOMETRIES):
+            doc = item(f"g{n}", "rows", f"2021-0{1 + n % 9}-15T12:00:00Z", n_assets=3)
+            doc["geometry"] = geometry
+            if n % 2:
+                doc["properties"] = {
+                    "start_datetime": "2020-01-01T00:00:00Z",
+                    "end_datetime": "2020-12-31T00:00:00Z",
+                    "datetime": None,
+                }
+            if n == 3:
+                doc["private"] = {"owner": "me"}
+            items.append(doc)
+        hexes = ewkb_hex([d["geometry"] for d in items])
+        assert None not in hexes
+        with psycopg.connect(pgstac.dsn) as conn:
+            for doc, geometry in zip(items, hexes, strict=True):
+                ours = format_row(loader, doc, geometry)
+                theirs = loader.format_item(doc)
+                assert {k: v for k, v in ours.items() if k != "geometry"} == {
+                    k: v for k, v in theirs.items() if k != "geometry"
+                }
+                # the same geometry, however the bytes are spelled
+                same = conn.execute(
+                    "SELECT ST_Equals(%s::geometry, %s::geometry) "
+                    "AND ST_SRID(%s::geometry) = ST_SRID(%s::geometry)",
+                    (ours["geometry"], theirs["geometry"]) * 2,
+                ).fetchone()[0]
+                assert same, doc["geometry"]
+
+
+def test_unreadable_geometry_falls_back_to_pypgstac_errors():
+    hexes = ewkb_hex([{"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1]]]}, {"x": 1}])
+    assert hexes == [None, None]
