@@ -18,22 +18,19 @@ import random
 
 import psycopg
 from _common import Timer, fresh_db, print_json, print_table, server
-from factories import LambdaContext, collection, item, sns_envelope, sqs_event, sqs_record
+from factories import (
+    SITE_RULE,
+    LambdaContext,
+    collection,
+    item,
+    sns_envelope,
+    sqs_event,
+    sqs_record,
+)
 from pypgstac.db import PgstacDB
 from pypgstac.load import Loader, Methods
 
 COLL = "bench"
-SITE_RULE = """
-CREATE FUNCTION site_rule() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.id LIKE 'reject%' THEN
-        RAISE EXCEPTION 'site_rule: item % is not allowed here', NEW.id;
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER site_rule BEFORE INSERT OR UPDATE ON items
-    FOR EACH ROW EXECUTE FUNCTION site_rule();
-"""
 BATCH = 1000
 
 

@@ -9,6 +9,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+# A rule only the database knows (a site's own trigger on items): nothing before the COPY
+# can predict that it rejects an item whose id starts with "reject".
+SITE_RULE = """
+CREATE FUNCTION site_rule() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.id LIKE 'reject%' THEN
+        RAISE EXCEPTION 'site_rule: item % is not allowed here', NEW.id;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER site_rule BEFORE INSERT OR UPDATE ON items
+    FOR EACH ROW EXECUTE FUNCTION site_rule();
+"""
+
 
 def collection(collection_id: str, **extra: Any) -> dict[str, Any]:
     """A valid STAC collection."""

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 from factories import (
+    SITE_RULE,
     LambdaContext,
     collection,
     failed_ids,
@@ -23,19 +24,6 @@ from moto import mock_aws
 from item_load import handler as load_handler
 
 COLL = "test-collection"
-
-# A rule only the database knows: nothing before the COPY can predict that it rejects a row.
-SITE_RULE = """
-CREATE FUNCTION site_rule() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.id LIKE 'reject%' THEN
-        RAISE EXCEPTION 'site_rule: item % is not allowed here', NEW.id;
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER site_rule BEFORE INSERT OR UPDATE ON items
-    FOR EACH ROW EXECUTE FUNCTION site_rule();
-"""
 
 
 @pytest.fixture

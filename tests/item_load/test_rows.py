@@ -75,6 +75,14 @@ def test_rows_match_pypgstac_format_item(pgstac):
                 assert same, doc["geometry"]
 
 
+def test_ewkb_bytes_match_plpygis_for_the_common_types():
+    from plpygis import Geometry
+
+    common = [g for g in GEOMETRIES if g["type"] != "GeometryCollection"]
+    assert ewkb_hex(common) == [str(Geometry.from_geojson(g).ewkb) for g in common]
+
+
 def test_unreadable_geometry_falls_back_to_pypgstac_errors():
-    hexes = ewkb_hex([{"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1]]]}, {"x": 1}])
-    assert hexes == [None, None]
+    # (ring closure is checked earlier, by item_problem, with a clearer message)
+    unreadable = [{"type": "Polygon", "coordinates": "x"}, {"x": 1}, {"type": "Point"}]
+    assert ewkb_hex(unreadable) == [None, None, None]

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 import psycopg
@@ -27,6 +27,7 @@ from item_load.db import is_transient, translate_errors
 from item_load.errors import DatabaseUnavailable
 from item_load.messages import Document
 from item_load.rows import ewkb_hex, format_row
+from item_load.validation import as_aware, item_problem
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,6 @@ DEADLOCK_ATTEMPTS = 4
 
 # When each partition's stats were last refreshed by this process: (host, port, db, partition).
 _stats_refreshed: dict[tuple[Any, ...], float] = {}
-MAX_UTC_OFFSET = timedelta(hours=16)
 
 
 @dataclass
@@ -111,80 +111,6 @@ def minimal_collection(collection_id: str) -> dict[str, Any]:
     }
 
 
-def _parse_dt(value: Any, name: str) -> datetime:
-    if not isinstance(value, str):
-        raise ValueError(f"properties.{name} must be an RFC 3339 string, got {value!r}")
-    try:
-        parsed = _aware(datetime.fromisoformat(value))
-    except ValueError:
-        raise ValueError(f"properties.{name} {value!r} is not an RFC 3339 date-time") from None
-    offset = parsed.utcoffset()
-    if offset is not None and abs(offset) >= MAX_UTC_OFFSET:
-        # Python accepts offsets up to 24 h, PostgreSQL only below 16 h.
-        raise ValueError(f"properties.{name} {value!r} has a UTC offset beyond ±15:59")
-    return parsed
-
-
-def _rings(geometry: dict[str, Any]) -> list[Any]:
-    kind, coords = geometry.get("type"), geometry.get("coordinates")
-    if kind == "Polygon":
-        return list(coords) if isinstance(coords, list) else [None]
-    if kind == "MultiPolygon":
-        return [r for p in coords for r in p] if isinstance(coords, list) else [None]
-    return []
-
-
-def geometry_problem(geometry: Any) -> str | None:
-    """GeoJSON mistakes PostGIS would store silently (unclosed rings) or reject obscurely."""
-    if not isinstance(geometry, dict) or "type" not in geometry:
-        return "has no GeoJSON 'geometry'; pgstac requires one"
-    if geometry["type"] != "GeometryCollection" and not isinstance(
-        geometry.get("coordinates"), list
-    ):
-        return f"has a {geometry['type']} geometry without a coordinates array"
-    try:
-        for ring in _rings(geometry):
-            if not isinstance(ring, list) or len(ring) < 4 or ring[0] != ring[-1]:
-                return (
-                    f"has an invalid {geometry['type']}: every ring needs at least 4 positions "
-                    "and must end where it starts (RFC 7946 section 3.1.6)"
-                )
-    except TypeError:
-        return f"has a malformed {geometry['type']} coordinates array"
-    return None
-
-
-def item_problem(item: dict[str, Any]) -> str | None:
-    """Why pgstac would reject this item, found before COPY so it costs no database round trip."""
-    item_id = item.get("id")
-    if not isinstance(item_id, str) or not item_id:
-        return "item has no 'id' string"
-    collection = item.get("collection")
-    if not isinstance(collection, str) or not collection:
-        return f"item {item_id} has no 'collection'; set it to the id of a collection in pgstac"
-    geometry = geometry_problem(item.get("geometry"))
-    if geometry:
-        return f"item {item_id} {geometry}"
-    props = item.get("properties")
-    if not isinstance(props, dict):
-        return f"item {item_id} has no 'properties' object"
-    try:
-        start, end = props.get("start_datetime"), props.get("end_datetime")
-        if start is not None and end is not None:
-            if _parse_dt(start, "start_datetime") > _parse_dt(end, "end_datetime"):
-                return f"item {item_id} has start_datetime after end_datetime"
-        elif props.get("datetime") is not None:
-            _parse_dt(props["datetime"], "datetime")
-        else:
-            return (
-                f"item {item_id} has no datetime: set properties.datetime, or both "
-                "start_datetime and end_datetime"
-            )
-    except ValueError as e:
-        return f"item {item_id}: {e}"
-    return None
-
-
 def _newest(docs: Iterable[Document], key: Callable[[Document], Any]) -> tuple[list[Document], int]:
     """Keep one document per key: the newest by send time, later in the batch on a tie."""
     best: dict[Any, tuple[float, int, Document]] = {}
@@ -241,11 +167,6 @@ def _partition_of(partition: Partition, group: Sequence[tuple[Document, dict]]) 
         end_datetime_range_max=max(ends),
         requires_update=True,
     )
-
-
-def _aware(value: datetime) -> datetime:
-    """Naive datetimes are UTC, as PostgreSQL reads them in a UTC session."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _covers(bounds: tuple[Any, ...], low: datetime, high: datetime) -> bool:
@@ -430,8 +351,8 @@ class BatchLoader:
         }
         spans: dict[str, list[datetime]] = {}
         for _, row in rows:
-            start = _aware(datetime.fromisoformat(row["datetime"]))
-            end = _aware(datetime.fromisoformat(row["end_datetime"]))
+            start = as_aware(datetime.fromisoformat(row["datetime"]))
+            end = as_aware(datetime.fromisoformat(row["end_datetime"]))
             span = spans.get(row["partition"])
             if span is None:
                 spans[row["partition"]] = [start, start, end, end]

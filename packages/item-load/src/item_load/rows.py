@@ -1,14 +1,16 @@
 """Turn STAC items into the rows pypgstac's ``load_partition`` COPYs, a batch at a time.
 
-Same output as ``pypgstac.load.Loader.format_item`` (a test holds the two together), with one
-difference: geometries are converted to EWKB for the whole batch in one call to GEOS through
-shapely, instead of one pure-Python plpygis conversion per item, which was the largest single
-cost between the SQS record and the COPY. Anything shapely cannot read goes through
-``format_item`` itself, so errors read exactly as pypgstac's.
+Same output as ``pypgstac.load.Loader.format_item`` (a test holds the two together), except
+how geometries become EWKB: plpygis builds an object tree per geometry in pure Python, which
+was the largest single cost between the SQS record and the COPY. Here the usual GeoJSON types
+are packed straight from their coordinate lists with ``struct``; anything else goes to GEOS
+through shapely in one batch call, and what neither reads goes through ``format_item`` itself,
+so errors read exactly as pypgstac's.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,12 +22,82 @@ from pypgstac.load import Loader
 SRID = 4326
 
 
+_WKB_TYPES = {
+    "Point": 1,
+    "LineString": 2,
+    "Polygon": 3,
+    "MultiPoint": 4,
+    "MultiLineString": 5,
+    "MultiPolygon": 6,
+}
+_WKB_Z = 0x80000000
+_WKB_SRID = 0x20000000
+# How deep positions sit under "coordinates", per type.
+_DEPTH = {"Point": 0, "LineString": 1, "MultiPoint": 1, "Polygon": 2, "MultiLineString": 2,
+          "MultiPolygon": 3}  # fmt: skip
+_MEMBER = {"MultiPoint": "Point", "MultiLineString": "LineString", "MultiPolygon": "Polygon"}
+
+
+def _positions(coords: Any, depth: int) -> Any:
+    return coords if depth == 0 else _positions(coords[0], depth - 1)
+
+
+def _points(seq: list, dims: int) -> bytes:
+    for position in seq:
+        if len(position) != dims:
+            raise ValueError("mixed coordinate dimensions")
+    flat = [c for position in seq for c in position]
+    return struct.pack(f"<I{len(flat)}d", len(seq), *flat)
+
+
+def _body(kind: str, coords: list, dims: int) -> bytes:
+    if kind == "Point":
+        if len(coords) != dims:
+            raise ValueError("mixed coordinate dimensions")
+        return struct.pack(f"<{dims}d", *coords)
+    if kind == "LineString":
+        return _points(coords, dims)
+    if kind == "Polygon":
+        return struct.pack("<I", len(coords)) + b"".join(_points(r, dims) for r in coords)
+    member = _MEMBER[kind]
+    header = struct.pack("<BI", 1, _WKB_TYPES[member] | (_WKB_Z if dims == 3 else 0))
+    return struct.pack("<I", len(coords)) + b"".join(
+        header + _body(member, part, dims) for part in coords
+    )
+
+
+def _ewkb(geometry: Any) -> str | None:
+    """Hex EWKB for the common GeoJSON types, straight from the coordinate lists.
+
+    Returns None for anything unusual (empty, mixed dimensions, collections, non-numbers);
+    GEOS then gets a try.
+    """
+    try:
+        kind = geometry["type"]
+        coords = geometry["coordinates"]
+        dims = len(_positions(coords, _DEPTH[kind]))
+        if dims not in (2, 3):
+            return None
+        header = struct.pack(
+            "<BII", 1, _WKB_TYPES[kind] | _WKB_SRID | (_WKB_Z if dims == 3 else 0), SRID
+        )
+        return (header + _body(kind, coords, dims)).hex()
+    except (KeyError, IndexError, TypeError, ValueError, struct.error):
+        return None
+
+
 def ewkb_hex(geometries: Sequence[Any]) -> list[str | None]:
-    """Hex EWKB with SRID 4326 per GeoJSON geometry; None where GEOS cannot read it."""
-    encoded = [orjson.dumps(g) for g in geometries]
-    parsed = shapely.from_geojson(encoded, on_invalid="ignore")
-    parsed = shapely.set_srid(parsed, SRID)
-    return shapely.to_wkb(parsed, hex=True, include_srid=True).tolist()
+    """Hex EWKB with SRID 4326 per GeoJSON geometry; None where neither path can read it."""
+    out = [_ewkb(g) for g in geometries]
+    missing = [n for n, h in enumerate(out) if h is None]
+    if missing:
+        encoded = [orjson.dumps(geometries[n]) for n in missing]
+        parsed = shapely.set_srid(shapely.from_geojson(encoded, on_invalid="ignore"), SRID)
+        for n, value in zip(
+            missing, shapely.to_wkb(parsed, hex=True, include_srid=True), strict=True
+        ):
+            out[n] = value
+    return out
 
 
 def _partition_name(key: int, partition_trunc: str | None, start: str) -> str:
