@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+import pytest
 from factories import collection, item
 from pypgstac.db import PgstacDB
 from pypgstac.load import Loader, Methods
@@ -37,10 +38,16 @@ GEOMETRIES = [
 ]
 
 
-def test_rows_match_pypgstac_format_item(pgstac):
+ITEM_ASSETS = {"B00": {"type": "image/tiff; application=geotiff; profile=cloud-optimized",
+                       "roles": ["data"]}}  # fmt: skip
+
+
+@pytest.mark.parametrize("item_assets", [None, ITEM_ASSETS], ids=["plain", "item_assets"])
+def test_rows_match_pypgstac_format_item(pgstac, item_assets):
+    extra = {"item_assets": item_assets} if item_assets else {}
     with PgstacDB(dsn=pgstac.dsn) as db:
         loader = Loader(db)
-        loader.load_collections(iter([collection("rows")]), Methods.upsert)
+        loader.load_collections(iter([collection("rows", **extra)]), Methods.upsert)
         with pgstac.connect() as conn:
             conn.execute("UPDATE collections SET partition_trunc = 'month' WHERE id = 'rows'")
         Loader.collection_json.cache_clear()
@@ -56,6 +63,10 @@ def test_rows_match_pypgstac_format_item(pgstac):
                 }
             if n == 3:
                 doc["private"] = {"owner": "me"}
+            if n == 4:
+                del doc["stac_version"]  # marked do-not-merge by dehydrate
+            if n == 5:
+                doc["assets"] = {}
             items.append(doc)
         hexes = ewkb_hex([d["geometry"] for d in items])
         assert None not in hexes

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 import shapely
-from pypgstac.hydration import dehydrate
+from pypgstac.hydration import apply_marked_keys, dehydrate
 from pypgstac.load import Loader
 
 SRID = 4326
@@ -100,6 +100,31 @@ def ewkb_hex(geometries: Sequence[Any]) -> list[str | None]:
     return out
 
 
+def dehydrate_item(base_item: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    """pypgstac's ``dehydrate``, short-cut for collections without ``item_assets``.
+
+    Then the base item is only type, stac_version and collection, with ``assets: null``, and
+    dehydrating reduces to dropping the top-level values equal to the base's; pypgstac's
+    recursive walk over every asset finds nothing else to remove. Anything unusual goes to
+    ``dehydrate`` itself.
+    """
+    if base_item.get("assets") is not None:
+        return dehydrate(base_item, item)
+    out: dict[str, Any] = {}
+    for key, value in item.items():
+        if key not in base_item:
+            out[key] = value
+            continue
+        base_value = base_item[key]
+        if base_value == value:
+            continue
+        if base_value is not None or not isinstance(value, dict):
+            return dehydrate(base_item, item)
+        out[key] = dict(value)
+    apply_marked_keys(base_item, item, out)
+    return out
+
+
 def _partition_name(key: int, partition_trunc: str | None, start: str) -> str:
     if partition_trunc == "year":
         return f"_items_{key}_{start.replace('-', '')[:4]}"
@@ -121,7 +146,7 @@ def format_row(loader: Loader, item: dict[str, Any], geometry: str | None) -> di
         start, end = dt, dt
     else:
         raise ValueError("Invalid datetime encountered")
-    content = dehydrate(base_item, item)
+    content = dehydrate_item(base_item, item)
     for stored_in_columns in ("id", "collection", "geometry"):
         content.pop(stored_in_columns, None)
     private = content.pop("private", None)
