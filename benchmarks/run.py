@@ -16,14 +16,17 @@ another fresh database on the same server, in the same run.
 
 ``run``'s wall time includes the CLI start-up and enqueuing every input into the durable local
 queue (a table in the target database) before any processing; the summary's ``seconds`` covers
-only the processing phase. The enqueue phase is also timed in-process on its own, so the table
-says where the wall time goes. Prints a table and a final JSON line.
+only the processing phase. To say where the wall time goes, the same loading work is also timed
+in-process, piece by piece (enqueue; then per batch: lease, unwrap, ``BatchLoader.load``, ack),
+in another database. Checks that every item landed and nothing failed. Prints a table and a final
+JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import os
 import statistics
@@ -33,7 +36,8 @@ import tempfile
 from pathlib import Path
 
 import orjson
-from _common import REPO, Timer, fresh_db, print_json, print_table, server
+from _common import REPO, Timer, fresh_db, print_json, server
+from factories import collection
 from geotiffs import glad_collection_request, glad_item_request, loc_name, write_tile
 from load import COLL, count, make_items, prepare
 from pypgstac.db import PgstacDB
@@ -42,8 +46,11 @@ from pypgstac.load import Loader, Methods
 from item_gen.models import parse_request
 from item_gen.runner import run_once
 from item_gen.settings import GenSettings
-from stactools_ingest.inputs import classify, message_id, read_inputs
+from item_load.core import BatchLoader
+from item_load.messages import documents_from_message
+from stactools_ingest.inputs import read_inputs
 from stactools_ingest.pipeline import LocalPipeline
+from stactools_ingest.queue import LOAD
 
 CLI = str(REPO / ".venv" / "bin" / "stactools-ingest")
 YEARS = (2000, 2005, 2010, 2015, 2020)
@@ -97,22 +104,44 @@ def cli_startup_seconds() -> float:
     return min(times)
 
 
-def enqueue_breakdown(path: Path, dsn: str) -> dict[str, float]:
-    """The enqueue phase of ``run`` in-process: read+parse, classify+ids, then the INSERTs."""
+def phase_breakdown(path: Path, dsn: str) -> dict[str, float]:
+    """``run``'s loading work in-process and in sequence, timed piece by piece.
+
+    The enqueue phase exactly as ``run`` does it (streaming from the file), then the load
+    worker's loop (``LocalPipeline._load_batch``'s calls): lease a batch from the local queue,
+    unwrap its documents, load them with ``BatchLoader``, acknowledge the messages.
+    """
     with Timer() as read:
-        records = list(read_inputs([str(path)]))
-    with Timer() as ids:
-        for record in records:
-            classify(record)
-            message_id(record.obj)
-    with Timer() as total:
-        out = LocalPipeline(dsn).enqueue(records)
-    assert not out.problems and out.new == len(records), (out.problems[:3], out.new)
-    return {
-        "read_s": read.seconds,
-        "classify_ids_s": ids.seconds,
-        "enqueue_s": total.seconds,  # classify + ids + INSERTs
-        "insert_s": max(total.seconds - ids.seconds, 0.0),
+        for _ in read_inputs([str(path)]):
+            pass
+    pipeline = LocalPipeline(dsn)
+    with Timer() as enqueue:
+        out = pipeline.enqueue(read_inputs([str(path)]))
+    assert not out.problems and out.new == len(out.load_ids), (out.problems[:3], out.new)
+    queues = pipeline.queues()
+    spent = dict.fromkeys(("receive", "unwrap", "load", "ack"), 0.0)
+    loaded = 0
+    while True:
+        with Timer() as t:
+            messages = queues.receive(LOAD, pipeline.batch_size, block_items_on_collections=True)
+        spent["receive"] += t.seconds
+        if not messages:
+            break
+        with Timer() as t:
+            docs = []
+            for msg in messages:
+                docs += documents_from_message(msg.body, msg.id, msg.created_at.timestamp())
+        spent["unwrap"] += t.seconds
+        with Timer() as t:
+            loaded += BatchLoader(queues.conn).load(docs).items_loaded
+        spent["load"] += t.seconds
+        with Timer() as t:
+            queues.ack(messages)
+        spent["ack"] += t.seconds
+    queues.conn.close()
+    assert loaded == len(out.load_ids) - 1, loaded
+    return {"read_s": read.seconds, "enqueue_s": enqueue.seconds} | {
+        f"{k}_s": v for k, v in spent.items()
     }
 
 
@@ -142,8 +171,6 @@ def generation(srv, n: int, workers: int) -> dict:
 
 def loading(srv, n: int, workers: int) -> dict:
     items = make_items(n)
-    from factories import collection
-
     with tempfile.TemporaryDirectory(prefix="bench-run-load-") as tmp:
         path = write_items(Path(tmp) / "items.ndjson", items, collection(COLL))
         mb = path.stat().st_size / 1e6
@@ -160,10 +187,12 @@ def loading(srv, n: int, workers: int) -> dict:
         with PgstacDB(dsn=ref_dsn) as db, Timer() as ref:
             Loader(db).load_items(iter(ref_items), insert_mode=Methods.upsert)
         assert count(ref_dsn) == n
+        del items, ref_items  # the CLI's process does not hold them: neither should the timing
+        gc.collect()
         print(f"reference: {n / ref.seconds:,.0f} items/s", file=sys.stderr)
 
-        # Where the enqueue phase goes, measured on its own in another database.
-        breakdown = enqueue_breakdown(path, fresh_db(srv, "bench_run_enqueue"))
+        # Where `run`'s time goes, measured in-process in another database.
+        breakdown = phase_breakdown(path, fresh_db(srv, "bench_run_phases"))
 
         dsn = fresh_db(srv, "bench_run_load")
         wall, summary = run_cli(path, dsn, workers)
@@ -196,46 +225,66 @@ def main() -> None:
     ref_rate = ni / load["ref_s"]
     load_rate = ni / load_wall
     overall_rate = (nr + ni) / (gen_wall + load_wall)
-    load_other = load_wall - load_proc - load["enqueue_s"] - load["read_s"] - startup
+    pieces = ("enqueue", "receive", "unwrap", "load", "ack")
+    in_process = sum(load[f"{k}_s"] for k in pieces)
+    cli_enqueue = load_wall - startup - load_proc
+
+    def of_wall(x: float) -> str:
+        return f"{100 * x / load_wall:.0f}% of run wall"
+
+    def of_sum(x: float) -> str:
+        return f"{100 * x / in_process:.0f}% of in-process sum"
 
     rows = [
-        ("generation: one-shot uvx per request (reference)", nr, once_s * nr, nr / oneshot_total),
-        ("generation: `run` wall (CLI start, enqueue, process)", nr, gen_wall, gen_rate),
-        ("generation: `run` processing phase (summary seconds)", nr, gen_proc, nr / gen_proc),
-        ("loading: pypgstac Loader, one call (reference)", ni, load["ref_s"], ref_rate),
-        ("loading: `run` wall (CLI start, enqueue, process)", ni, load_wall, load_rate),
-        ("loading: `run` processing phase (summary seconds)", ni, load_proc, ni / load_proc),
-        ("  of the wall: CLI start-up (`run --help`)", ni, startup, None),
-        ("  of the wall: read + parse NDJSON (in-process)", ni, load["read_s"], None),
-        ("  of the wall: classify + content ids (in-process)", ni, load["classify_ids_s"], None),
-        ("  of the wall: INSERT into the local queue (in-process)", ni, load["insert_s"], None),
-        ("  of the wall: unaccounted (wall - the above - processing)", ni, load_other, None),
-        ("overall: both `run`s, items per wall second", nr + ni, gen_wall + load_wall, None),
+        ("generation: one-shot uvx per request (reference, est.)", nr, oneshot_total, ""),
+        ("generation: `run` wall (CLI start, enqueue, process)", nr, gen_wall, ""),
+        ("generation: `run` processing phase (summary seconds)", nr, gen_proc, ""),
+        ("loading: pypgstac Loader, one call (reference)", ni, load["ref_s"], ""),
+        ("loading: `run` wall (CLI start, enqueue, process)", ni, load_wall, ""),
+        ("  CLI start-up (`run --help`, best of 3)", ni, startup, of_wall(startup)),
+        ("  enqueue phase (wall - start-up - processing)", ni, cli_enqueue, of_wall(cli_enqueue)),
+        ("  processing phase (summary seconds)", ni, load_proc, of_wall(load_proc)),
+        ("loading, in-process pieces, in sequence (sum)", ni, in_process, ""),
+        (
+            "  enqueue: read, classify, ids, INSERT",
+            ni,
+            load["enqueue_s"],
+            of_sum(load["enqueue_s"]),
+        ),
+        ("    of which read + parse NDJSON", ni, load["read_s"], of_sum(load["read_s"])),
+        (
+            "  receive: lease batches (UPDATE … RETURNING body)",
+            ni,
+            load["receive_s"],
+            of_sum(load["receive_s"]),
+        ),
+        ("  unwrap messages into documents", ni, load["unwrap_s"], of_sum(load["unwrap_s"])),
+        ("  BatchLoader.load (validate, COPY)", ni, load["load_s"], of_sum(load["load_s"])),
+        ("  ack messages", ni, load["ack_s"], of_sum(load["ack_s"])),
+        ("overall: both `run`s", nr + ni, gen_wall + load_wall, ""),
     ]
     print()
     print(
         f"one-shot reference: mean of {len(gen['once'])} `uvx` requests after a warm-up, "
-        f"{once_s:.2f} s each, extrapolated to {nr}; `run --workers {args.workers}`; "
-        f"loading input {load['mb']:.1f} MB"
+        f"{once_s:.2f} s each, times {nr}; `run --workers {args.workers}`; "
+        f"loading input {load['mb']:.1f} MB; the in-process pieces run `run`'s loading calls "
+        "one after another on the same file, into another database"
     )
-    print_table(
-        [
-            (
-                name,
-                n,
-                f"{s:.2f}",
-                f"{r:,.1f}" if r is not None else (f"{n / s:,.1f}" if "overall" in name else ""),
-            )
-            for name, n, s, r in rows
-        ],
-        ("measure", "items", "seconds", "items/s"),
-    )
+    table = [
+        (name, n, f"{s:.2f}", "" if name.startswith(" ") else f"{n / s:,.1f}", note)
+        for name, n, s, note in rows
+    ]
+    headers = ("measure", "items", "seconds", "items/s", "note")
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table, strict=True)]
+    line = "  ".join(f"{{:{'<' if i in (0, 4) else '>'}{w}}}" for i, w in enumerate(widths))
+    for row in (headers, *table):
+        print(line.format(*row).rstrip())
     result = {
         "requests": nr,
         "gen_wall_s": round(gen_wall, 2),
         "gen_processing_s": gen_proc,
         "gen_requests_per_s": round(gen_rate, 2),
-        "gen_items_per_s_processing": round(nr / gen_proc, 2),
+        "gen_requests_per_s_processing": round(nr / gen_proc, 2),
         "oneshot_s_per_request": round(once_s, 3),
         "oneshot_est_s": round(oneshot_total, 1),
         "gen_vs_oneshot": round(oneshot_total / gen_wall, 2),
@@ -248,9 +297,11 @@ def main() -> None:
         "load_vs_loader": round(load_rate / ref_rate, 3),
         "load_processing_vs_loader": round((ni / load_proc) / ref_rate, 3),
         "cli_startup_s": round(startup, 2),
-        "enqueue_read_s": round(load["read_s"], 2),
-        "enqueue_s": round(load["enqueue_s"], 2),
-        "enqueue_insert_s": round(load["insert_s"], 2),
+        "load_enqueue_s": round(cli_enqueue, 2),
+        "inproc_enqueue_s": round(load["enqueue_s"], 2),
+        "inproc_receive_s": round(load["receive_s"], 2),
+        "inproc_batchloader_s": round(load["load_s"], 2),
+        "inproc_ack_s": round(load["ack_s"], 2),
         "overall_items_per_s": round(overall_rate, 1),
     }
     print_json(result)
