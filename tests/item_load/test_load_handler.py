@@ -377,24 +377,3 @@ def test_naive_and_mixed_datetimes_load(with_collection, load):
     records = [sqs_record(sns_envelope(naive)), sqs_record(sns_envelope(mixed))]
     assert failed_ids(load(records)) == set()
     assert with_collection.item_ids(COLL) == ["mixed", "naive"]
-
-
-def test_insert_mode_conflict_falls_back_to_upsert(with_collection, load, monkeypatch):
-    # GIVEN an item already stored, and a writer outside our advisory lock racing us (simulated
-    # by forcing the first attempt to plain insert even though the id exists)
-    assert failed_ids(load([sqs_record(sns_envelope(item("racer")))])) == set()
-    from pypgstac.load import Methods
-
-    from item_load.core import BatchLoader
-
-    monkeypatch.setattr(BatchLoader, "_first_load_mode", lambda self, name, rows: Methods.insert)
-    updated = item("racer")
-    updated["properties"]["platform"] = "updated"
-    records = [sqs_record(sns_envelope(updated)), sqs_record(sns_envelope(item("new")))]
-    # WHEN the COPY hits the unique index, THEN bisection retries with upsert and nothing fails
-    assert failed_ids(load(records)) == set()
-    with with_collection.connect() as conn:
-        rows = conn.execute(
-            "SELECT id, content->'properties'->>'platform' FROM items ORDER BY id"
-        ).fetchall()
-    assert rows == [("new", "test"), ("racer", "updated")]
