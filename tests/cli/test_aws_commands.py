@@ -15,9 +15,9 @@ from stactools_ingest.aws_ops import StackNotFound
 from stactools_ingest.commands import aws_status, inventory, submit
 from stactools_ingest.inputs import InputFileError
 
-SUBMIT = submit.COMMANDS[0]
-INVENTORY = inventory.COMMANDS[0]
-STATUS = aws_status.COMMANDS[0]
+SUBMIT = submit.submit
+INVENTORY = inventory.inventory
+STATUS = aws_status.status
 
 REQUEST = {
     "package_name": "stactools-glad-glclu2020",

@@ -2,29 +2,52 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from ingest_common.errors import IngestError
 
+# Subcommands are imported only when used: `stactools-ingest local dsn` should not pay for
+# boto3, pypgstac and the stage packages.
+COMMANDS = {
+    "local": "stactools_ingest.commands.local:local",
+    "run": "stactools_ingest.commands.run:run",
+    "dlq": "stactools_ingest.commands.dlq:dlq",
+    "search": "stactools_ingest.commands.search:search",
+    "submit": "stactools_ingest.commands.submit:submit",
+    "inventory": "stactools_ingest.commands.inventory:inventory",
+    "status": "stactools_ingest.commands.aws_status:status",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A click group that imports a subcommand's module when that subcommand is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in COMMANDS and name not in self.commands:
+            module, attr = COMMANDS[name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attr), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Turn item requests and STAC documents into a pgstac catalog, locally or on AWS."""
 
 
 def _register() -> None:
-    from stactools_ingest.commands import aws_status, dlq, inventory, local, run, search, submit
-
-    for module in (local, run, dlq, search, submit, inventory, aws_status):
-        for command in module.COMMANDS:
-            cli.add_command(command)
+    """Load every subcommand now (tests that invoke ``cli`` directly may call this)."""
+    for name in COMMANDS:
+        cli.get_command(click.Context(cli), name)
 
 
 def main() -> None:
     """Entry point: run the group, turning IngestError into ``error: …`` and its exit code."""
-    _register()
     try:
         code = cli.main(standalone_mode=False)
         if isinstance(code, int) and code:

@@ -18,7 +18,7 @@ from item_gen.core import Runner, generate
 from item_gen.models import CollectionRequest, parse_request
 from item_gen.runner import run_once
 from item_gen.settings import GenSettings
-from item_load.core import BatchLoader
+from item_load.core import BatchLoader, paused_gc
 from item_load.errors import DatabaseUnavailable
 from item_load.messages import documents_from_message
 from stactools_ingest.inputs import InputProblem, InputRecord, classify, message_id
@@ -191,19 +191,27 @@ class LocalPipeline:
         queues = self.queues()
         try:
             while not self._stop.is_set():
-                messages = queues.receive(LOAD, self.batch_size, block_items_on_collections=True)
-                if messages and len(messages) < self.batch_size and queues.pending()[GEN]:
-                    # Generation is still producing: wait a moment to fill a bigger batch.
-                    self._stop.wait(self.batch_window)
-                    messages += queues.receive(
-                        LOAD, self.batch_size - len(messages), block_items_on_collections=True
-                    )
-                if not messages:
+                # The cyclic GC would walk every leased message body; a round frees its own.
+                with paused_gc():
+                    worked = self._load_round(queues)
+                if not worked:
                     self._stop.wait(0.2)
-                    continue
-                self._load_batch(queues, messages)
         finally:
             queues.conn.close()
+
+    def _load_round(self, queues: LocalQueues) -> bool:
+        """Lease one batch and load it; False when there was nothing to lease."""
+        messages = queues.receive(LOAD, self.batch_size, block_items_on_collections=True)
+        if messages and len(messages) < self.batch_size and queues.pending()[GEN]:
+            # Generation is still producing: wait a moment to fill a bigger batch.
+            self._stop.wait(self.batch_window)
+            messages += queues.receive(
+                LOAD, self.batch_size - len(messages), block_items_on_collections=True
+            )
+        if not messages:
+            return False
+        self._load_batch(queues, messages)
+        return True
 
     def _load_batch(self, queues: LocalQueues, messages: list[Message]) -> None:
         docs, parsed = [], []

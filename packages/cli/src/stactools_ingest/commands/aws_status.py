@@ -31,6 +31,3 @@ def status(stack_name: str, as_json: bool) -> None:
             STAGE_NAMES[stage], str(c["queued"]), str(c["in_flight"]), str(c["dead_letters"])
         )
     Console().print(table)
-
-
-COMMANDS = [status]

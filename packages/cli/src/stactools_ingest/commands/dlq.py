@@ -112,6 +112,3 @@ def redrive(
     click.echo(
         f"redrove {queues.redrive(ids)} messages; run `stactools-ingest run` to process them"
     )
-
-
-COMMANDS = [dlq]

@@ -129,6 +129,3 @@ def inventory(
         return
     outputs = resolve_stack(stack_name, client("cloudformation"))
     publish_documents(requests, outputs, client("sns"), as_json=as_json)
-
-
-COMMANDS = [inventory]

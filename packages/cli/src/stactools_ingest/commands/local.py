@@ -45,6 +45,3 @@ def dsn() -> None:
             "the embedded pgstac is not running; run: stactools-ingest local start"
         )
     click.echo(server.dsn())
-
-
-COMMANDS = [local]

@@ -160,6 +160,3 @@ def run(
         reporter.close()
     _print_summary(summary, as_json)
     sys.exit(0 if summary.failed == 0 else 1)
-
-
-COMMANDS = [run]

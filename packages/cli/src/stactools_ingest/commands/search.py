@@ -56,6 +56,3 @@ def search(
     click.echo(
         f"{len(features)} items shown" + (f" of {matched} matched" if matched else ""), err=True
     )
-
-
-COMMANDS = [search]

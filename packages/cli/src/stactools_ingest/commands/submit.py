@@ -135,6 +135,3 @@ def submit(files: tuple[str, ...], stack_name: str, as_json: bool) -> None:
     check_files(list(files))
     outputs = resolve_stack(stack_name, client("cloudformation"))
     publish_documents(read_inputs(list(files)), outputs, client("sns"), as_json=as_json)
-
-
-COMMANDS = [submit]
