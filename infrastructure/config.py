@@ -246,6 +246,7 @@ class ItemLoadConfig(_StageConfig):
     # under locks, so many parallel writers mostly wait on each other. 2 is the SQS minimum.
     max_concurrency: int | None = Field(2, ge=2, le=1000)
     create_collections_if_missing: bool = False
+    partition_stats_interval_seconds: int = Field(60, ge=0)
     s3_event_buckets: list[str] = Field(default_factory=list)
     readable_buckets: list[str] = Field(default_factory=list)
 

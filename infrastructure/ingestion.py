@@ -181,6 +181,7 @@ class IngestionStack(Stack):
                 "POWERTOOLS_SERVICE_NAME": "item-load",
                 "PGSTAC_SECRET_ARN": database.ingest_secret.secret_arn,
                 "CREATE_COLLECTIONS_IF_MISSING": str(load.create_collections_if_missing).lower(),
+                "PARTITION_STATS_INTERVAL_SECONDS": str(load.partition_stats_interval_seconds),
             },
             vpc=network.vpc,
             vpc_subnets=network.lambda_subnets,

@@ -133,6 +133,7 @@ def test_item_load_function_in_private_subnets_with_client_group(ingestion):
     variables = props["Environment"]["Variables"]
     assert "IngestUserSecret" in variables["PGSTAC_SECRET_ARN"]["Fn::ImportValue"]
     assert variables["CREATE_COLLECTIONS_IF_MISSING"] == "false"
+    assert variables["PARTITION_STATS_INTERVAL_SECONDS"] == "60"
     assert variables["POWERTOOLS_SERVICE_NAME"] == "item-load"
     vpc = props["VpcConfig"]
     assert len(vpc["SecurityGroupIds"]) == 1

@@ -377,3 +377,20 @@ def test_naive_and_mixed_datetimes_load(with_collection, load):
     records = [sqs_record(sns_envelope(naive)), sqs_record(sns_envelope(mixed))]
     assert failed_ids(load(records)) == set()
     assert with_collection.item_ids(COLL) == ["mixed", "naive"]
+
+
+def test_stats_interval_zero_refreshes_every_batch(with_collection, load, monkeypatch):
+    monkeypatch.setattr(load_handler.processor, "stats_interval", 0.0)
+
+    def last_updated():
+        with with_collection.connect() as conn:
+            return conn.execute(
+                "SELECT s.last_updated FROM partition_stats s "
+                "JOIN partitions_view v USING (partition) WHERE v.collection = %s",
+                (COLL,),
+            ).fetchone()[0]
+
+    assert failed_ids(load([sqs_record(sns_envelope(item("s1")))])) == set()
+    first = last_updated()
+    assert failed_ids(load([sqs_record(sns_envelope(item("s2")))])) == set()  # same bounds
+    assert last_updated() > first
