@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aws_cdk import IgnoreMode
 from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_lambda as lambda_
 
 from infrastructure.config import REPO_ROOT
 
@@ -36,3 +37,17 @@ def asset_platform(architecture: str) -> ecr_assets.Platform:
     if architecture == "arm64":
         return ecr_assets.Platform.LINUX_ARM64
     return ecr_assets.Platform.LINUX_AMD64
+
+
+def stage_image(
+    dockerfile: str, architecture: str, build_args: dict[str, str] | None = None
+) -> lambda_.DockerImageCode:
+    """A stage's Lambda image, built from the repository root only at deploy time."""
+    return lambda_.DockerImageCode.from_image_asset(
+        IMAGE_CONTEXT,
+        file=dockerfile,
+        exclude=IMAGE_CONTEXT_EXCLUDE,
+        ignore_mode=IMAGE_IGNORE_MODE,
+        build_args=build_args,
+        platform=asset_platform(architecture),
+    )

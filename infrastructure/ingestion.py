@@ -16,12 +16,7 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from infrastructure.assets import (
-    IMAGE_CONTEXT,
-    IMAGE_CONTEXT_EXCLUDE,
-    IMAGE_IGNORE_MODE,
-    asset_platform,
-)
+from infrastructure.assets import stage_image
 from infrastructure.config import DeploymentConfig, _StageConfig
 from infrastructure.database import DatabaseStack
 from infrastructure.network import NetworkStack
@@ -87,7 +82,6 @@ class IngestionStack(Stack):
             if config.architecture == "arm64"
             else lambda_.Architecture.X86_64
         )
-        platform = asset_platform(config.architecture)
 
         # --- shared pieces -------------------------------------------------------------------
         self.payload_bucket = s3.Bucket(
@@ -132,13 +126,10 @@ class IngestionStack(Stack):
 
         # --- ItemGen -------------------------------------------------------------------------
         gen = config.item_gen
-        item_gen_code = item_gen_code or lambda_.DockerImageCode.from_image_asset(
-            IMAGE_CONTEXT,
-            file="infrastructure/item_gen.Dockerfile",
-            exclude=IMAGE_CONTEXT_EXCLUDE,
-            ignore_mode=IMAGE_IGNORE_MODE,
+        item_gen_code = item_gen_code or stage_image(
+            "infrastructure/item_gen.Dockerfile",
+            config.architecture,
             build_args={"PREBAKED_PACKAGES": " ".join(gen.prebaked_packages)},
-            platform=platform,
         )
         self.item_gen_function = self._function(
             "ItemGenFunction",
@@ -164,12 +155,8 @@ class IngestionStack(Stack):
 
         # --- ItemLoad ------------------------------------------------------------------------
         load = config.item_load
-        item_load_code = item_load_code or lambda_.DockerImageCode.from_image_asset(
-            IMAGE_CONTEXT,
-            file="infrastructure/item_load.Dockerfile",
-            exclude=IMAGE_CONTEXT_EXCLUDE,
-            ignore_mode=IMAGE_IGNORE_MODE,
-            platform=platform,
+        item_load_code = item_load_code or stage_image(
+            "infrastructure/item_load.Dockerfile", config.architecture
         )
         self.item_load_function = self._function(
             "ItemLoadFunction",

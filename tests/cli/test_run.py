@@ -182,3 +182,14 @@ def test_database_unreachable_is_one_line(tmp_path):
     assert result.returncode == 3
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: cannot connect to postgresql://nobody@127.0.0.1:1/none")
+
+
+def test_repeated_input_lines_count_once(pgstac, tmp_path):
+    path = tmp_path / "twice.ndjson"
+    line = json.dumps(item("t1", "t")) + "\n"
+    path.write_text(json.dumps(collection("t")) + "\n" + line + line)
+    result = cli("run", str(path), "--dsn", pgstac.dsn, "--json")
+    assert result.returncode == 0, result.stderr
+    s = summary(result)
+    assert (s["documents"], s["succeeded"], s["failed"]) == (2, 2, 0)
+    assert pgstac.item_ids("t") == ["t1"]

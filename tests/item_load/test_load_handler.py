@@ -30,7 +30,6 @@ COLL = "test-collection"
 def load(pgstac):
     """Call the real Lambda entry point against this test's database."""
     load_handler.connections.discard()
-    load_handler.settings.create_collections_if_missing = False
 
     def _load(records: list[dict]) -> dict:
         return load_handler.handler(sqs_event(records), LambdaContext())
@@ -154,6 +153,17 @@ def test_1000_batch_with_10_bad_messages_loads_990(with_collection, load, caplog
     assert "not valid JSON" in reasons["bad-malformed-json"]
 
 
+def _stats(db, collection: str):
+    with db.connect() as conn:
+        queued = conn.execute("SELECT count(*) FROM query_queue").fetchone()[0]
+        dtrange = conn.execute(
+            "SELECT s.dtrange FROM partition_stats s JOIN partitions_view v USING (partition) "
+            "WHERE v.collection = %s",
+            (collection,),
+        ).fetchone()[0]
+    return queued, dtrange
+
+
 def test_copy_failure_in_a_group_isolates_the_bad_item(with_collection, load, caplog):
     # GIVEN a rule only PostgreSQL knows about (a site's own trigger on items)
     with with_collection.connect() as conn:
@@ -170,13 +180,8 @@ def test_copy_failure_in_a_group_isolates_the_bad_item(with_collection, load, ca
     assert reasons and "site_rule" in reasons[0]
     assert with_collection.count(COLL) == 50
     # AND the partition stats deferred during bisection were brought up to date, not left queued
-    with with_collection.connect() as conn:
-        assert conn.execute("SELECT count(*) FROM query_queue").fetchone()[0] == 0
-        dtrange = conn.execute(
-            "SELECT s.dtrange FROM partition_stats s JOIN partitions_view v USING (partition) "
-            "WHERE v.collection = %s",
-            (COLL,),
-        ).fetchone()[0]
+    queued, dtrange = _stats(with_collection, COLL)
+    assert queued == 0
     assert dtrange is not None and dtrange.lower.year == 2020
 
 
@@ -196,13 +201,9 @@ def test_nul_character_is_rejected_before_copy(with_collection, load, caplog):
     assert any("NUL character" in getattr(r, "reason", "") for r in caplog.records)
 
 
-def test_unknown_collection_created_when_enabled(pgstac, load):
-    load_handler.settings.create_collections_if_missing = True
-    load_handler.processor.create_collections_if_missing = True
-    try:
-        response = load([sqs_record(sns_envelope(item("x", "auto-made")))])
-    finally:
-        load_handler.processor.create_collections_if_missing = False
+def test_unknown_collection_created_when_enabled(pgstac, load, monkeypatch):
+    monkeypatch.setattr(load_handler.processor, "create_collections_if_missing", True)
+    response = load([sqs_record(sns_envelope(item("x", "auto-made")))])
     assert failed_ids(response) == set()
     assert pgstac.item_ids("auto-made") == ["x"]
 
@@ -332,17 +333,6 @@ def test_concurrent_loaders_same_collection_lose_nothing(pgstac, load):
     assert errors == []
     assert all(o.failures == {} for o in outcomes)
     assert pgstac.count("busy") == 4 * 4 * 150
-
-
-def _stats(db, collection: str):
-    with db.connect() as conn:
-        queued = conn.execute("SELECT count(*) FROM query_queue").fetchone()[0]
-        dtrange = conn.execute(
-            "SELECT s.dtrange FROM partition_stats s JOIN partitions_view v USING (partition) "
-            "WHERE v.collection = %s",
-            (collection,),
-        ).fetchone()[0]
-    return queued, dtrange
 
 
 def test_partition_stats_follow_widening_batches_and_nothing_stays_queued(with_collection, load):

@@ -15,7 +15,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -273,13 +272,3 @@ class EmbeddedServer:
         pg_ctl = Path(state.get("bindir", "")) / "pg_ctl"
         _run([str(pg_ctl), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"], user=user)
         return True
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

@@ -16,8 +16,8 @@ from typing import Any
 from ingest_common.errors import PermanentError
 from item_gen.core import Runner, generate
 from item_gen.models import CollectionRequest, parse_request
-from item_gen.runner import run_once
 from item_gen.settings import GenSettings
+from item_gen.warm import runner_for
 from item_load.core import BatchLoader, paused_gc
 from item_load.errors import DatabaseUnavailable
 from item_load.messages import documents_from_message
@@ -74,17 +74,6 @@ class Enqueued:
     new: int = 0
 
 
-def default_runner(settings: GenSettings) -> Runner:
-    """The warm runner when available and enabled, else one process per request."""
-    if getattr(settings, "warm_runner", False):
-        try:
-            from item_gen.warm import shared_runner
-        except ImportError:
-            return run_once
-        return shared_runner()
-    return run_once
-
-
 class LocalPipeline:
     """Enqueue inputs, then run the workers until both queues are drained."""
 
@@ -107,7 +96,7 @@ class LocalPipeline:
         self.visibility_timeout = visibility_timeout
         self.max_receives = max_receives
         self.gen_settings = gen_settings or GenSettings()
-        self.runner = runner or default_runner(self.gen_settings)
+        self.runner = runner or runner_for(self.gen_settings)
         self.create_collections_if_missing = create_collections_if_missing
         self.counters = Counters()
         self._stop = threading.Event()
@@ -124,6 +113,7 @@ class LocalPipeline:
         out = Enqueued()
         queues = self.queues()
         rows: list[tuple[str, str, Any, str | None, int]] = []
+        seen: set[tuple[str, str]] = set()
 
         def flush() -> None:
             if rows:
@@ -140,6 +130,9 @@ class LocalPipeline:
                 continue
             queue, priority = kind
             mid = message_id(record.obj)
+            if (queue, mid) in seen:  # the same object twice in the input is one message
+                continue
+            seen.add((queue, mid))
             (out.gen_ids if queue == GEN else out.load_ids).append(mid)
             rows.append((queue, mid, record.obj, record.source, priority))
             if len(rows) >= chunk:

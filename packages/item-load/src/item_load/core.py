@@ -11,6 +11,7 @@ import itertools
 import logging
 import random
 import time
+import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,7 +25,6 @@ from pypgstac.load import Loader, Methods, Partition
 from tenacity import stop_after_attempt
 
 from item_load.db import is_transient, translate_errors
-from item_load.errors import DatabaseUnavailable
 from item_load.messages import Document
 from item_load.rows import ewkb_hex, format_row
 from item_load.validation import as_aware, item_problem
@@ -40,6 +40,9 @@ _load_partition_once = Loader.load_partition.retry_with(stop=stop_after_attempt(
 
 DEADLOCK_ATTEMPTS = 4
 
+# Connections whose pgstac version pypgstac has accepted.
+_version_checked: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
+
 # When each partition's stats were last refreshed by this process: (host, port, db, partition).
 _stats_refreshed: dict[tuple[Any, ...], float] = {}
 
@@ -51,14 +54,13 @@ class LoadOutcome:
     failures: dict[str, str] = field(default_factory=dict)
     items_loaded: int = 0
     collections_loaded: int = 0
-    superseded: int = 0
 
     def fail(self, doc: Document, reason: str) -> None:
         """Mark a document's message failed; the first reason per message is kept."""
         self.failures.setdefault(doc.message_id, reason)
         logger.warning(
             "rejected %s %s",
-            doc.kind if isinstance(doc.body.get("type"), str) else "document",
+            doc.body.get("type"),
             doc.body.get("id"),
             extra={
                 "message_id": doc.message_id,
@@ -111,17 +113,15 @@ def minimal_collection(collection_id: str) -> dict[str, Any]:
     }
 
 
-def _newest(docs: Iterable[Document], key: Callable[[Document], Any]) -> tuple[list[Document], int]:
+def _newest(docs: Iterable[Document], key: Callable[[Document], Any]) -> list[Document]:
     """Keep one document per key: the newest by send time, later in the batch on a tie."""
     best: dict[Any, tuple[float, int, Document]] = {}
-    seen = 0
-    for seen, doc in enumerate(docs, start=1):
+    for n, doc in enumerate(docs):
         k = key(doc)
-        rank = (doc.sent_at if doc.sent_at is not None else float("-inf"), seen)
+        rank = (doc.sent_at if doc.sent_at is not None else float("-inf"), n)
         if k not in best or rank >= best[k][:2]:
             best[k] = (*rank, doc)
-    winners = [entry[2] for entry in best.values()]
-    return winners, seen - len(winners)
+    return [entry[2] for entry in best.values()]
 
 
 def _error_text(error: Exception) -> str:
@@ -188,8 +188,10 @@ class BatchLoader:
         self.create_collections_if_missing = create_collections_if_missing
         self.stats_interval = stats_interval
         self.loader = Loader(PgstacDB(connection=conn))
-        with translate_errors("checking the pgstac version"):
-            self.loader.check_version()
+        if conn not in _version_checked:  # once per connection, not once per batch
+            with translate_errors("checking the pgstac version"):
+                self.loader.check_version()
+            _version_checked.add(conn)
 
     # -- collections -------------------------------------------------------------------------
 
@@ -205,8 +207,7 @@ class BatchLoader:
                 outcome.fail(doc, "collection has no 'id' string")
             else:
                 valid.append(doc)
-        winners, superseded = _newest(valid, lambda d: d.body["id"])
-        outcome.superseded += superseded
+        winners = _newest(valid, lambda d: d.body["id"])
         if not winners:
             return
         failed = bisect_load(winners, lambda rows: self._upsert_collections(rows, Methods.upsert))
@@ -231,8 +232,7 @@ class BatchLoader:
                 outcome.fail(doc, problem)
             else:
                 candidates.append(doc)
-        winners, superseded = _newest(candidates, lambda d: (d.body["collection"], d.body["id"]))
-        outcome.superseded += superseded
+        winners = _newest(candidates, lambda d: (d.body["collection"], d.body["id"]))
 
         by_collection: dict[str, list[Document]] = defaultdict(list)
         for doc in winners:
@@ -482,16 +482,11 @@ class BatchLoader:
         outcome = LoadOutcome()
         collections = [d for d in docs if d.body.get("type") == "Collection"]
         items = [d for d in docs if d.body.get("type") != "Collection"]
-        try:
-            with paused_gc():
-                if collections:
-                    self.load_collections(collections, outcome)
-                if items:
-                    self.load_items(items, outcome)
-        except psycopg.Error as e:
-            if is_transient(e):
-                raise DatabaseUnavailable(f"pgstac unavailable while loading: {e}") from e
-            raise
+        with paused_gc(), translate_errors("loading"):
+            if collections:
+                self.load_collections(collections, outcome)
+            if items:
+                self.load_items(items, outcome)
         return outcome
 
 

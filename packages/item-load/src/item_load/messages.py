@@ -30,11 +30,6 @@ class Document:
     sent_at: float | None
     body: dict[str, Any]
 
-    @property
-    def kind(self) -> str:
-        """``"Collection"`` or ``"Feature"``; anything else was rejected while parsing."""
-        return self.body["type"]
-
 
 Fetcher = Callable[[str], bytes]
 

@@ -45,12 +45,10 @@ class BulkLoadProcessor(BatchProcessor):
         self.log = logger or logging.getLogger(__name__)
         self.metrics = metrics
         self._parsed: list[tuple[dict[str, Any], list[Document]]] = []
-        self.last_outcome: LoadOutcome | None = None
 
     def _prepare(self) -> None:
         super()._prepare()
         self._parsed = []
-        self.last_outcome = None
 
     def success_handler(self, record: Any, result: Any) -> Any:
         # Powertools hands the raw record dict here (and the data class to failure_handler).
@@ -104,7 +102,6 @@ class BulkLoadProcessor(BatchProcessor):
             ]
             if rejected:
                 self._fail([r for r, _ in rejected], [reason for _, reason in rejected])
-        self.last_outcome = outcome
         if self.metrics is not None:
             self.metrics.add_metric("ItemsLoaded", MetricUnit.Count, outcome.items_loaded)
             self.metrics.add_metric(

@@ -19,9 +19,8 @@ from stactools_ingest.target import resolve_dsn
 class _Reporter:
     """A live progress line on a terminal; a plain log line every few seconds otherwise."""
 
-    def __init__(self, total_requests: int, total_docs: int, quiet: bool) -> None:
+    def __init__(self, total_requests: int, quiet: bool) -> None:
         self.total_requests = total_requests
-        self.total_docs = total_docs
         self.quiet = quiet
         self.tty = sys.stderr.isatty()
         self.started = time.perf_counter()
@@ -153,7 +152,7 @@ def run(
     enqueued = pipeline.enqueue(read_inputs(list(files)))
     for problem in enqueued.problems:
         click.echo(f"{problem.source}: {problem.reason}", err=True)
-    reporter = _Reporter(len(enqueued.gen_ids), len(enqueued.load_ids), quiet or as_json)
+    reporter = _Reporter(len(enqueued.gen_ids), quiet or as_json)
     try:
         summary = pipeline.run(enqueued, on_tick=reporter.tick)
     finally:
