@@ -9,6 +9,10 @@ class InvalidMessage(PermanentError):
     """The message is JSON but not something the load topic accepts."""
 
 
+class InvalidItem(PermanentError):
+    """An item pgstac would refuse or store wrongly, found before any database round trip."""
+
+
 class FetchError(PermanentError):
     """An href pointer or S3 notification names an object we could not read."""
 

@@ -1,17 +1,19 @@
-"""Turn STAC items into the rows pypgstac's ``load_partition`` COPYs, a batch at a time.
+"""Turn STAC items into the rows pypgstac's ``load_partition`` COPYs, one at a time.
+
+One at a time so that rows can be made while the COPY streams: PostgreSQL parses row n on its
+core while Python makes row n+1 on the other.
 
 Same output as ``pypgstac.load.Loader.format_item`` (a test holds the two together), except
 how geometries become EWKB: plpygis builds an object tree per geometry in pure Python, which
 was the largest single cost between the SQS record and the COPY. Here the usual GeoJSON types
 are packed straight from their coordinate lists with ``struct``; anything else goes to GEOS
-through shapely in one batch call, and what neither reads goes through ``format_item`` itself,
+through shapely, and what neither reads goes through ``format_item`` itself,
 so errors read exactly as pypgstac's.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -86,18 +88,15 @@ def _ewkb(geometry: Any) -> str | None:
         return None
 
 
-def ewkb_hex(geometries: Sequence[Any]) -> list[str | None]:
-    """Hex EWKB with SRID 4326 per GeoJSON geometry; None where neither path can read it."""
-    out = [_ewkb(g) for g in geometries]
-    missing = [n for n, h in enumerate(out) if h is None]
-    if missing:
-        encoded = [orjson.dumps(geometries[n]) for n in missing]
-        parsed = shapely.set_srid(shapely.from_geojson(encoded, on_invalid="ignore"), SRID)
-        for n, value in zip(
-            missing, shapely.to_wkb(parsed, hex=True, include_srid=True), strict=True
-        ):
-            out[n] = value
-    return out
+def ewkb_hex(geometry: Any) -> str | None:
+    """Hex EWKB with SRID 4326 for a GeoJSON geometry; None where neither path can read it."""
+    out = _ewkb(geometry)
+    if out is not None:
+        return out
+    parsed = shapely.from_geojson(orjson.dumps(geometry), on_invalid="ignore")
+    if parsed is None:
+        return None
+    return shapely.to_wkb(shapely.set_srid(parsed, SRID), hex=True, include_srid=True)
 
 
 def dehydrate_item(base_item: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +124,8 @@ def dehydrate_item(base_item: dict[str, Any], item: dict[str, Any]) -> dict[str,
     return out
 
 
-def _partition_name(key: int, partition_trunc: str | None, start: str) -> str:
+def partition_name(key: int, partition_trunc: str | None, start: str) -> str:
+    """The partition pypgstac puts an item in, from the datetime string it stores."""
     if partition_trunc == "year":
         return f"_items_{key}_{start.replace('-', '')[:4]}"
     if partition_trunc == "month":
@@ -133,11 +133,19 @@ def _partition_name(key: int, partition_trunc: str | None, start: str) -> str:
     return f"_items_{key}"
 
 
-def format_row(loader: Loader, item: dict[str, Any], geometry: str | None) -> dict[str, Any]:
-    """One item as a row, given its EWKB; falls back to pypgstac when there is none."""
+CollectionJson = tuple[dict[str, Any], int, str | None]
+
+
+def format_row(loader: Loader, item: dict[str, Any], collection: CollectionJson) -> dict[str, Any]:
+    """One item as a row; ``collection`` is ``loader.collection_json`` of its collection.
+
+    An item whose geometry neither struct nor GEOS reads goes through pypgstac's own
+    ``format_item``, so its error reads exactly as pypgstac's.
+    """
+    geometry = ewkb_hex(item.get("geometry"))
     if geometry is None:
         return loader.format_item(item)
-    base_item, key, partition_trunc = loader.collection_json(item["collection"])
+    base_item, key, partition_trunc = collection
     properties = item.get("properties", {})
     dt, edt, sdt = (properties.get(k) for k in ("datetime", "end_datetime", "start_datetime"))
     if edt is not None and sdt is not None:
@@ -155,7 +163,7 @@ def format_row(loader: Loader, item: dict[str, Any], geometry: str | None) -> di
         "collection": item.get("collection"),
         "datetime": start,
         "end_datetime": end,
-        "partition": _partition_name(key, partition_trunc, start),
+        "partition": partition_name(key, partition_trunc, start),
         "geometry": geometry,
         "content": orjson.dumps(content).decode(),
         "private": orjson.dumps(private).decode() if private is not None else None,

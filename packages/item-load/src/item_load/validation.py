@@ -1,13 +1,15 @@
 """Checks that find, before any database round trip, what pgstac would refuse or store wrongly.
 
-Each returns a reason a person can act on, naming the item; the load then fails that item's
-message alone instead of a COPY group.
+Each reason names the item and says what to fix; the load then fails that item's message alone
+instead of a COPY group.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
+
+from item_load.errors import InvalidItem
 
 # Python accepts UTC offsets up to 24 h, PostgreSQL only below 16 h.
 MAX_UTC_OFFSET = timedelta(hours=16)
@@ -60,32 +62,47 @@ def geometry_problem(geometry: Any) -> str | None:
     return None
 
 
-def item_problem(item: dict[str, Any]) -> str | None:
-    """Why pgstac would reject this item, found before COPY so it costs no database round trip."""
+class Span(NamedTuple):
+    """An item's time span, parsed once: for the partition name, its bounds and moved copies."""
+
+    start: str  # what pypgstac stores as datetime: start_datetime when both ends are set
+    lower: datetime
+    upper: datetime
+
+
+def check_item(item: dict[str, Any]) -> Span:
+    """Why pgstac would reject this item, found before COPY so it costs no database round trip.
+
+    Raises InvalidItem with a reason naming the item; returns the parsed time span otherwise.
+    """
     item_id = item.get("id")
     if not isinstance(item_id, str) or not item_id:
-        return "item has no 'id' string"
+        raise InvalidItem("item has no 'id' string")
     collection = item.get("collection")
     if not isinstance(collection, str) or not collection:
-        return f"item {item_id} has no 'collection'; set it to the id of a collection in pgstac"
+        raise InvalidItem(
+            f"item {item_id} has no 'collection'; set it to the id of a collection in pgstac"
+        )
     geometry = geometry_problem(item.get("geometry"))
     if geometry:
-        return f"item {item_id} {geometry}"
+        raise InvalidItem(f"item {item_id} {geometry}")
     props = item.get("properties")
     if not isinstance(props, dict):
-        return f"item {item_id} has no 'properties' object"
+        raise InvalidItem(f"item {item_id} has no 'properties' object")
     try:
         start, end = props.get("start_datetime"), props.get("end_datetime")
         if start is not None and end is not None:
-            if _parse_dt(start, "start_datetime") > _parse_dt(end, "end_datetime"):
-                return f"item {item_id} has start_datetime after end_datetime"
-        elif props.get("datetime") is not None:
-            _parse_dt(props["datetime"], "datetime")
-        else:
-            return (
-                f"item {item_id} has no datetime: set properties.datetime, or both "
-                "start_datetime and end_datetime"
-            )
+            lower, upper = _parse_dt(start, "start_datetime"), _parse_dt(end, "end_datetime")
+            if lower > upper:
+                raise InvalidItem(f"item {item_id} has start_datetime after end_datetime")
+            return Span(start, lower, upper)
+        start = props.get("datetime")
+        if start is not None:
+            lower = _parse_dt(start, "datetime")
+            return Span(start, lower, lower)
     except ValueError as e:
-        return f"item {item_id}: {e}"
-    return None
+        raise InvalidItem(f"item {item_id}: {e}") from None
+    raise InvalidItem(
+        f"item {item_id} has no datetime: set properties.datetime, or both "
+        "start_datetime and end_datetime"
+    )
