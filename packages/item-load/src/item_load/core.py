@@ -7,7 +7,6 @@ why, so the Lambda handler, the local worker and the benchmarks all run exactly 
 from __future__ import annotations
 
 import gc
-import itertools
 import logging
 import random
 import time
@@ -16,36 +15,27 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, TypeVar
 
 import psycopg
 from pypgstac.db import PgstacDB
-from pypgstac.load import Loader, Methods, Partition
-from tenacity import stop_after_attempt
+from pypgstac.load import Loader, Methods
 
-from item_load.db import is_transient, translate_errors
+from item_load.db import translate_errors
 from item_load.errors import InvalidItem
 from item_load.messages import Document
-from item_load.rows import CollectionJson, format_row, partition_name
+from item_load.rows import partition_name
+from item_load.upsert import CollectionWriter, Entry, bisect_load
 from item_load.validation import Span, check_item
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# pypgstac retries CheckViolation and deadlocks up to five times with waits of up to two minutes.
-# A bad item in a group would sit through all of that before we could isolate it, so we call the
-# same COPY code once and do our own retrying: deadlocks per collection, bad rows by bisection.
-_load_partition_once = Loader.load_partition.retry_with(stop=stop_after_attempt(1), reraise=True)
-
 DEADLOCK_ATTEMPTS = 4
 
 # Connections whose pgstac version pypgstac has accepted.
 _version_checked: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
-
-# When each partition's stats were last refreshed by this process: (host, port, db, partition).
-_stats_refreshed: dict[tuple[Any, ...], float] = {}
 
 
 @dataclass
@@ -70,17 +60,6 @@ class LoadOutcome:
                 "reason": reason,
             },
         )
-
-
-@dataclass(slots=True)
-class _Entry:
-    """An item on its way into one partition; its row is made while the COPY streams."""
-
-    doc: Document
-    span: Span
-    partition: str
-    row: dict[str, Any] | None = None
-    error: str | None = None
 
 
 @contextmanager
@@ -136,57 +115,9 @@ def _newest(docs: Iterable[Document], key: Callable[[Document], Any]) -> list[Do
     return [entry[2] for entry in best.values()]
 
 
-def _error_text(error: Exception) -> str:
-    if isinstance(error, psycopg.Error) and error.diag.message_primary:
-        detail = error.diag.message_detail
-        return error.diag.message_primary + (f" ({detail})" if detail else "")
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
-def bisect_load(rows: Sequence[T], load: Callable[[Sequence[T]], None]) -> list[tuple[T, str]]:
-    """Load rows; when the group fails, split it until the bad rows stand alone.
-
-    A group with k bad rows out of n costs about 2·k·log2(n) extra loads instead of n, and every
-    good row still lands. Connection-level errors are not the rows' fault and propagate.
-    """
-    try:
-        load(rows)
-        return []
-    except Exception as e:
-        if is_transient(e):
-            raise
-        if len(rows) == 1:
-            return [(rows[0], _error_text(e))]
-    mid = len(rows) // 2
-    return bisect_load(rows[:mid], load) + bisect_load(rows[mid:], load)
-
-
-def _partition_of(partition: Partition, group: Sequence[_Entry]) -> Partition:
-    """The partition bounds of just these rows, for bisection.
-
-    The cached bounds include every row of the group, bad ones too; a sub-group that kept them
-    would fail in check_partition for its good rows. check_partition merges with the bounds
-    already in the database, so narrower bounds are safe.
-    """
-    return Partition(
-        name=partition.name,
-        collection=partition.collection,
-        datetime_range_min=min(e.span.lower for e in group).isoformat(),
-        datetime_range_max=max(e.span.lower for e in group).isoformat(),
-        end_datetime_range_min=min(e.span.upper for e in group).isoformat(),
-        end_datetime_range_max=max(e.span.upper for e in group).isoformat(),
-        requires_update=True,
-    )
-
-
-def _covers(bounds: tuple[Any, ...], low: datetime, high: datetime) -> bool:
-    """Whether (empty, lower, upper) constraint bounds, None meaning infinite, hold [low, high]."""
-    empty, lower, upper = bounds
-    return not empty and (lower is None or lower <= low) and (upper is None or high <= upper)
-
-
 class BatchLoader:
-    """Loads batches through one connection with pypgstac's Loader (COPY into partitions)."""
+    """Loads batches through one connection: collections with pypgstac's Loader, items with a
+    CollectionWriter per collection."""
 
     def __init__(
         self,
@@ -196,8 +127,8 @@ class BatchLoader:
     ):
         self.conn = conn
         self.create_collections_if_missing = create_collections_if_missing
-        self.stats_interval = stats_interval
         self.loader = Loader(PgstacDB(connection=conn))
+        self.writer = CollectionWriter(conn, self.loader, stats_interval)
         if conn not in _version_checked:  # once per connection, not once per batch
             with translate_errors("checking the pgstac version"):
                 self.loader.check_version()
@@ -269,46 +200,17 @@ class BatchLoader:
         for collection, coll_docs in by_collection.items():
             self._load_collection_items(collection, coll_docs, outcome)
 
-    def _rows(self, collection: CollectionJson, entries: Sequence[_Entry]) -> Iterator[dict]:
-        """The entries' rows for load_partition, made on first use so they stream into COPY.
-
-        A row that cannot be made is kept as the entry's error and left out of the COPY; the
-        rows already made are reused when bisection or a deadlock retry loads entries again.
-        """
-        for entry in entries:
-            row = entry.row
-            if row is None:
-                if entry.error is not None:
-                    continue
-                try:
-                    row = format_row(self.loader, entry.doc.body, collection)
-                    if "\\u0000" in row["content"]:
-                        # Valid JSON, but PostgreSQL's jsonb refuses NUL; catching it here saves
-                        # bisecting a whole COPY group for it.
-                        raise ValueError("a string contains a NUL character (\\u0000)")
-                except Exception as e:
-                    entry.error = (
-                        f"item {entry.doc.body['id']} cannot be converted for pgstac "
-                        f"({type(e).__name__}: {_error_text(e)}); check its geometry and "
-                        "properties"
-                    )
-                    continue
-                entry.row = row
-            row["partition"] = entry.partition  # load_partition pops it from every row
-            yield row
-
     def _load_collection_items(
         self, collection: str, docs: Sequence[tuple[Document, Span]], outcome: LoadOutcome
     ) -> None:
         coll_json = self.loader.collection_json(collection)
         _, key, partition_trunc = coll_json
         entries = [
-            _Entry(doc, span, partition_name(key, partition_trunc, span.start))
-            for doc, span in docs
+            Entry(doc, span, partition_name(key, partition_trunc, span.start)) for doc, span in docs
         ]
         for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
             try:
-                failed = self._load_locked(collection, coll_json, entries)
+                failed = self.writer.write(collection, coll_json, entries)
                 break
             except psycopg.errors.DeadlockDetected:
                 if attempt == DEADLOCK_ATTEMPTS:
@@ -320,187 +222,6 @@ class BatchLoader:
         for entry, reason in failed:
             outcome.fail(entry.doc, f"item {entry.doc.body['id']} rejected by pgstac: {reason}")
         outcome.items_loaded += len(entries) - len(unconverted) - len(failed)
-
-    def _load_locked(
-        self, collection: str, coll_json: CollectionJson, entries: list[_Entry]
-    ) -> list[tuple[_Entry, str]]:
-        """One transaction per collection, serialized across loaders by an advisory lock.
-
-        pgstac's partition maintenance (check_partition) deadlocks when two sessions create or
-        widen the same collection's partitions at once; holding a transaction-scoped lock per
-        collection makes concurrent loaders of one collection take turns, while loaders of
-        different collections still run in parallel.
-        """
-        self.loader._partition_cache = self._partitions(collection, entries)
-        ordered = sorted(entries, key=lambda e: e.partition)
-        failed: list[tuple[_Entry, str]] = []
-        with self.conn.transaction():
-            self.conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtext('stactools-ingest:' || %s))", (collection,)
-            )
-            for name, group in itertools.groupby(ordered, key=lambda e: e.partition):
-                failed += self._load_group(name, coll_json, list(group))
-            if coll_json[2] is not None:  # partitioned by time: an item may have moved
-                self._delete_moved(collection, entries, failed)
-        return failed
-
-    def _partitions(self, collection: str, entries: Sequence[_Entry]) -> dict[str, Partition]:
-        """The partitions these rows go to, and whether check_partition must widen them.
-
-        pypgstac's ``_partition_update`` compares datetimes as strings, and the database's
-        ``+00:00`` never equals an item's ``Z``, so it re-runs check_partition for every chunk.
-        Comparing parsed datetimes against the constraint ranges (one query per collection)
-        runs it only when a batch really reaches outside a partition's bounds.
-        """
-        existing = {
-            row[0]: (row[1:4], row[4:7])
-            for row in self.conn.execute(
-                """
-                SELECT partition,
-                    isempty(constraint_dtrange),
-                    nullif(lower(constraint_dtrange), '-infinity'),
-                    nullif(upper(constraint_dtrange), 'infinity'),
-                    isempty(constraint_edtrange),
-                    nullif(lower(constraint_edtrange), '-infinity'),
-                    nullif(upper(constraint_edtrange), 'infinity')
-                FROM partitions_view WHERE collection = %s
-                """,
-                (collection,),
-            ).fetchall()
-        }
-        spans: dict[str, list[datetime]] = {}
-        for entry in entries:
-            start, end = entry.span.lower, entry.span.upper
-            span = spans.get(entry.partition)
-            if span is None:
-                spans[entry.partition] = [start, start, end, end]
-            else:
-                span[0], span[1] = min(span[0], start), max(span[1], start)
-                span[2], span[3] = min(span[2], end), max(span[3], end)
-        partitions = {}
-        for name, (lo, hi, elo, ehi) in spans.items():
-            bounds = existing.get(name)
-            covered = (
-                bounds is not None and _covers(bounds[0], lo, hi) and _covers(bounds[1], elo, ehi)
-            )
-            partitions[name] = Partition(
-                name=name,
-                collection=collection,
-                datetime_range_min=lo.isoformat(),
-                datetime_range_max=hi.isoformat(),
-                end_datetime_range_min=elo.isoformat(),
-                end_datetime_range_max=ehi.isoformat(),
-                requires_update=not covered,
-            )
-        return partitions
-
-    def _load_group(
-        self, name: str, coll_json: CollectionJson, entries: list[_Entry]
-    ) -> list[tuple[_Entry, str]]:
-        """Load one partition's rows; when that fails, bisect to find the rows at fault.
-
-        Every load_partition call ends with pgstac's update_partition_stats, which scans the
-        partition and refreshes two materialized views: the largest fixed cost of a load. When
-        the rows fall inside the partition's existing bounds (no check_partition needed), that
-        refresh would record nothing new, so it is queued with pgstac's own ``use_queue``
-        setting, for this transaction only, and run at most every
-        ``partition_stats_interval`` seconds per partition. Bisection sub-loads never run it;
-        the stats are brought up to date once afterwards. The queue is only used while no
-        check_partition can run, so partition constraints and indexes are never deferred.
-        """
-        partition = self.loader._partition_cache[name]
-        widening = partition.requires_update
-        deferring = not widening and self._defer_partition_stats()
-        failed_once = False
-
-        def load(group: Sequence[_Entry]) -> None:
-            nonlocal deferring, failed_once
-            if len(group) == len(entries) and not failed_once:
-                try:
-                    self._copy(partition, coll_json, group)
-                finally:
-                    failed_once = True
-                return
-            if partition.requires_update:
-                # check_partition itself failed: each sub-group widens bounds of its own.
-                self._copy(_partition_of(partition, group), coll_json, group)
-                return
-            # The bounds already cover every row (check_partition committed to its savepoint
-            # before the COPY failed), so sub-loads need neither it nor the stats refresh.
-            deferring = deferring or self._defer_partition_stats()
-            self._copy(partition, coll_json, group)
-
-        try:
-            return bisect_load(entries, load)
-        finally:
-            if deferring and not self.conn.broken:
-                self._settle_partition_stats(name, force=widening)
-
-    def _stats_key(self, partition: str) -> tuple[Any, ...]:
-        info = self.conn.info
-        return (info.host, info.port, info.dbname, partition)
-
-    def _defer_partition_stats(self) -> bool:
-        """Queue stats refreshes for now; False when pgstac is already in queue mode."""
-        if self.conn.execute("SELECT get_setting_bool('use_queue')").fetchone()[0]:
-            return False
-        self.conn.execute("SELECT set_config('pgstac.use_queue', 'true', true)")
-        return True
-
-    def _settle_partition_stats(self, partition: str, force: bool) -> None:
-        """Leave queue mode, drop our queued refreshes, and refresh now if it is due."""
-        self.conn.execute("SELECT set_config('pgstac.use_queue', 'false', true)")
-        self.conn.execute(
-            "DELETE FROM query_queue WHERE query IN ("
-            "format('SELECT update_partition_stats(%%L, %%L);', %s::text, false), "
-            "format('SELECT update_partition_stats(%%L, %%L);', %s::text, true))",
-            (partition, partition),
-        )
-        key = self._stats_key(partition)
-        now = time.monotonic()
-        if force or now - _stats_refreshed.get(key, float("-inf")) >= self.stats_interval:
-            self.conn.execute("SELECT update_partition_stats_q(%s)", (partition,))
-            _stats_refreshed[key] = now
-
-    def _copy(
-        self, partition: Partition, coll_json: CollectionJson, group: Sequence[_Entry]
-    ) -> None:
-        """COPY one partition's rows through pypgstac's load_partition (upsert mode).
-
-        The rows are made as load_partition writes them, so PostgreSQL parses the COPY stream
-        while Python makes the next rows. Plain insert mode, COPY straight into the partition,
-        measured slower (1.05 s against 0.83 s for 20,000 items), as the partition's indexes
-        are maintained row by row.
-        """
-        _load_partition_once(self.loader, partition, self._rows(coll_json, group), Methods.upsert)
-
-    def _delete_moved(
-        self,
-        collection: str,
-        entries: Sequence[_Entry],
-        failed: Sequence[tuple[_Entry, str]],
-    ) -> None:
-        """Remove older copies of items whose datetime moved them to another partition.
-
-        Upsert replaces an item within its partition; a copy in another partition is only found
-        by id, and differs in datetime from the row just loaded.
-        """
-        bad = {id(entry) for entry, _ in failed}
-        loaded = [
-            (e.doc.body["id"], e.span.start)
-            for e in entries
-            if e.error is None and id(e) not in bad
-        ]
-        if not loaded:
-            return
-        ids, datetimes = zip(*loaded, strict=True)
-        self.conn.execute(
-            """
-            DELETE FROM items i USING unnest(%s::text[], %s::timestamptz[]) AS n(id, dt)
-            WHERE i.collection = %s AND i.id = n.id AND i.datetime <> n.dt
-            """,
-            (list(ids), list(datetimes), collection),
-        )
 
     # -- the batch ---------------------------------------------------------------------------
 
