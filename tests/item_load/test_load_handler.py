@@ -201,6 +201,35 @@ def test_nul_character_is_rejected_before_copy(with_collection, load, caplog):
     assert any("NUL character" in getattr(r, "reason", "") for r in caplog.records)
 
 
+def test_row_the_copy_itself_refuses_fails_alone(with_collection, load, caplog):
+    # GIVEN an item id PostgreSQL's text type refuses (NUL), which only the COPY finds (the id
+    # is a column of its own, not part of the content checked before)
+    bad = sqs_record(sns_envelope({**item("bad"), "id": "bad\u0000id"}))
+    good = [sqs_record(sns_envelope(item(f"c{n}"))) for n in range(30)]
+    # WHEN it is loaded among good items
+    response = load([*good[:15], bad, *good[15:]])
+    # THEN only its message fails, with PostgreSQL's reason, and the 30 others land once
+    assert failed_ids(response) == {bad["messageId"]}
+    reasons = [
+        r.reason for r in caplog.records if getattr(r, "message_id", None) == bad["messageId"]
+    ]
+    assert reasons and "0x00" in reasons[0]
+    assert with_collection.item_ids(COLL) == sorted(f"c{n}" for n in range(30))
+
+
+def test_reingest_updates_private_and_content(with_collection, load):
+    first = {**item("p1"), "private": {"owner": "a"}}
+    second = {**item("p1"), "private": {"owner": "b"}}
+    second["properties"] = {**second["properties"], "version": 2}
+    assert failed_ids(load([sqs_record(sns_envelope(first))])) == set()
+    assert failed_ids(load([sqs_record(sns_envelope(second))])) == set()
+    with with_collection.connect() as conn:
+        private, version = conn.execute(
+            "SELECT private->>'owner', content->'properties'->>'version' FROM items"
+        ).fetchone()
+    assert (private, version) == ("b", "2")
+
+
 def test_unknown_collection_created_when_enabled(pgstac, load, monkeypatch):
     monkeypatch.setattr(load_handler.processor, "create_collections_if_missing", True)
     response = load([sqs_record(sns_envelope(item("x", "auto-made")))])

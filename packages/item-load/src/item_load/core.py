@@ -226,7 +226,11 @@ class BatchLoader:
     # -- the batch ---------------------------------------------------------------------------
 
     def load(self, docs: Sequence[Document]) -> LoadOutcome:
-        """Load collections, then items; connection trouble raises DatabaseUnavailable."""
+        """Load collections, then items; connection trouble raises DatabaseUnavailable.
+
+        The documents are the load's to consume: an item's body is cut down to its type, id
+        and collection once its row is staged (``Document.release_body``).
+        """
         outcome = LoadOutcome()
         collections = [d for d in docs if d.body.get("type") == "Collection"]
         items = [d for d in docs if d.body.get("type") != "Collection"]

@@ -48,6 +48,7 @@ class Entry:
     span: Span
     partition: str
     seq: int = 0
+    row: tuple[Any, ...] | None = None  # once made; the document's body is released then
     error: str | None = None
 
 
@@ -156,23 +157,26 @@ class CollectionWriter:
             _staging_ready.add(self.conn)  # committed: it outlives any caller's transaction
 
     def _rows(self, coll_json: CollectionJson, entries: Sequence[Entry]) -> Iterator[tuple]:
-        """COPY rows made on the fly; a row that cannot be made becomes the entry's error."""
+        """COPY rows, made on first use; a row that cannot be made becomes the entry's error."""
         for entry in entries:
-            if entry.error is not None:
-                continue
-            try:
-                row = format_row(self.loader, entry.doc.body, coll_json)
-                if "\\u0000" in row["content"]:
-                    # Valid JSON, but PostgreSQL's jsonb refuses NUL; catching it here saves
-                    # bisecting a whole COPY for it.
-                    raise ValueError("a string contains a NUL character (\\u0000)")
-            except Exception as e:
-                entry.error = (
-                    f"item {entry.doc.body['id']} cannot be converted for pgstac "
-                    f"({type(e).__name__}: {error_text(e)}); check its geometry and properties"
-                )
-                continue
-            yield (entry.seq, *(row[c] for c in _COLUMNS))
+            if entry.row is None and entry.error is None:
+                try:
+                    row = format_row(self.loader, entry.doc.body, coll_json)
+                    if "\\u0000" in row["content"]:
+                        # Valid JSON, but PostgreSQL's jsonb refuses NUL; catching it here saves
+                        # bisecting a whole COPY for it.
+                        raise ValueError("a string contains a NUL character (\\u0000)")
+                except Exception as e:
+                    entry.error = (
+                        f"item {entry.doc.body['id']} cannot be converted for pgstac "
+                        f"({type(e).__name__}: {error_text(e)}); check its geometry and "
+                        "properties"
+                    )
+                    continue
+                entry.row = tuple(row[c] for c in _COLUMNS)
+                entry.doc.release_body()
+            if entry.row is not None:
+                yield (entry.seq, *entry.row)
 
     def _stage(self, coll_json: CollectionJson, entries: Sequence[Entry]) -> None:
         """COPY entries into the staging table; a failed COPY leaves nothing behind."""
