@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 from pypgstac.db import PgstacDB
@@ -29,8 +29,6 @@ from item_load.upsert import CollectionWriter, Entry, bisect_load
 from item_load.validation import Span, check_item
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 DEADLOCK_ATTEMPTS = 4
 

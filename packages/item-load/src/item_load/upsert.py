@@ -5,8 +5,12 @@ COPYs and queues a stats refresh for every partition of every call: about 7 ms p
 per batch here, which for a 1000-item batch spread over 12 monthly partitions was more than
 the COPY itself. This module keeps one temporary table per session, COPYs a batch's rows into
 it once, in a stream (PostgreSQL parses row n while Python makes row n+1), and then runs
-pypgstac's own upsert statement once per partition from it. A partition whose INSERT fails is
-bisected by row ranges of the staged table, so finding a bad row re-sends nothing.
+pypgstac's own upsert statement once per partition from it (plus ``private``, which pypgstac's
+leaves unchanged on conflict). A partition whose INSERT fails is bisected by row ranges of the
+staged table, so finding a bad row re-sends nothing.
+
+COPYing straight into the partition when no id exists yet was measured slower here (about 20%
+per clean batch) than staging plus one INSERT.
 """
 
 from __future__ import annotations
