@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import time
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,9 +35,6 @@ T = TypeVar("T")
 
 STAGING_TABLE = "stactools_ingest_rows"
 _COLUMNS = ("id", "collection", "datetime", "end_datetime", "geometry", "content", "private")
-
-# Sessions that already have the staging table (it lives as long as the session).
-_staging_ready: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
 
 # When each partition's stats were last refreshed by this process: (host, port, db, partition).
 _stats_refreshed: dict[tuple[Any, ...], float] = {}
@@ -126,13 +122,11 @@ class CollectionWriter:
         entries = sorted(entries, key=lambda e: e.partition)
         for seq, entry in enumerate(entries):
             entry.seq = seq
-        self._ensure_staging_table()
         with self.conn.transaction():
             self.conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtext('stactools-ingest:' || %s))", (collection,)
             )
-            # Empty unless a caller's own transaction holds rows from an earlier collection.
-            self.conn.execute(f"DELETE FROM {STAGING_TABLE}")
+            self._prepare_staging_table()
             failed = bisect_load(entries, lambda group: self._stage(coll_json, group))
             refused = {id(entry) for entry, _ in failed}
             staged = [e for e in entries if e.error is None and id(e) not in refused]
@@ -150,15 +144,18 @@ class CollectionWriter:
 
     # -- staging -----------------------------------------------------------------------------
 
-    def _ensure_staging_table(self) -> None:
-        if self.conn in _staging_ready:
-            return
+    def _prepare_staging_table(self) -> None:
+        """The session's staging table, created by the first batch and emptied at each commit.
+
+        Checked inside every transaction rather than once per connection, so a pooler in
+        transaction mode (RDS Proxy, PgBouncer) that hands us another backend still finds it.
+        Emptied here too, in case a caller's own transaction holds rows of an earlier collection.
+        """
         self.conn.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} "
             "(seq integer, LIKE items) ON COMMIT DELETE ROWS"
         )
-        if self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-            _staging_ready.add(self.conn)  # committed: it outlives any caller's transaction
+        self.conn.execute(f"DELETE FROM {STAGING_TABLE}")
 
     def _rows(self, coll_json: CollectionJson, entries: Sequence[Entry]) -> Iterator[tuple]:
         """COPY rows, made on first use; a row that cannot be made becomes the entry's error."""
