@@ -217,6 +217,18 @@ def test_row_the_copy_itself_refuses_fails_alone(with_collection, load, caplog):
     assert with_collection.item_ids(COLL) == sorted(f"c{n}" for n in range(30))
 
 
+def test_session_without_temp_tables_still_loads(with_collection, load):
+    # GIVEN a loaded batch, then a session that lost its temporary tables, as when a pooler in
+    # transaction mode hands the next transaction another backend
+    assert failed_ids(load([sqs_record(sns_envelope(item("before")))])) == set()
+    load_handler.connections.get().execute("DISCARD TEMP")
+    # WHEN the next batch arrives on it
+    response = load([sqs_record(sns_envelope(item("after")))])
+    # THEN it loads like the first
+    assert failed_ids(response) == set()
+    assert with_collection.item_ids(COLL) == ["after", "before"]
+
+
 def test_reingest_updates_private_and_content(with_collection, load):
     first = {**item("p1"), "private": {"owner": "a"}}
     second = {**item("p1"), "private": {"owner": "b"}}
