@@ -1,4 +1,4 @@
-"""Turn STAC items into the rows pypgstac's ``load_partition`` COPYs, one at a time.
+"""Turn STAC items into pgstac rows (what pypgstac's ``Loader.format_item`` makes), one at a time.
 
 One at a time so that rows can be made while the COPY streams: PostgreSQL parses row n on its
 core while Python makes row n+1 on the other.
@@ -7,8 +7,8 @@ Same output as ``pypgstac.load.Loader.format_item`` (a test holds the two togeth
 how geometries become EWKB: plpygis builds an object tree per geometry in pure Python, which
 was the largest single cost between the SQS record and the COPY. Here the usual GeoJSON types
 are packed straight from their coordinate lists with ``struct``; anything else goes to GEOS
-through shapely, and what neither reads goes through ``format_item`` itself,
-so errors read exactly as pypgstac's.
+through shapely, and what neither reads goes through ``format_item`` itself, so errors read
+exactly as pypgstac's.
 """
 
 from __future__ import annotations

@@ -71,9 +71,9 @@ class Span(NamedTuple):
 
 
 def check_item(item: dict[str, Any]) -> Span:
-    """Why pgstac would reject this item, found before COPY so it costs no database round trip.
+    """The item's time span, or InvalidItem saying why pgstac would reject or misstore it.
 
-    Raises InvalidItem with a reason naming the item; returns the parsed time span otherwise.
+    Found before COPY, so a bad item costs no database round trip and fails its message alone.
     """
     item_id = item.get("id")
     if not isinstance(item_id, str) or not item_id:
