@@ -52,6 +52,12 @@ class Entry:
     error: str | None = None
 
 
+def _holds(bounds: tuple[Any, ...], low: datetime, high: datetime) -> bool:
+    """Whether (empty, lower, upper) constraint bounds, None meaning infinite, hold [low, high]."""
+    empty, lower, upper = bounds
+    return not empty and (lower is None or lower <= low) and (upper is None or high <= upper)
+
+
 @dataclass(slots=True)
 class Bounds:
     """The datetime and end_datetime ranges of a partition's rows in this batch."""
@@ -66,6 +72,14 @@ class Bounds:
         starts = [e.span.lower for e in entries]
         ends = [e.span.upper for e in entries]
         return cls(min(starts), max(starts), min(ends), max(ends))
+
+    def within(self, constraints: tuple[Any, ...] | None) -> bool:
+        """Whether a partition's constraint ranges (see ``_constraints``) already hold these."""
+        return (
+            constraints is not None
+            and _holds(constraints[0:3], self.lower, self.upper)
+            and _holds(constraints[3:6], self.end_lower, self.end_upper)
+        )
 
 
 def error_text(error: Exception) -> str:
@@ -92,12 +106,6 @@ def bisect_load(rows: Sequence[T], load: Callable[[Sequence[T]], None]) -> list[
             return [(rows[0], error_text(e))]
     mid = len(rows) // 2
     return bisect_load(rows[:mid], load) + bisect_load(rows[mid:], load)
-
-
-def _covers(bounds: tuple[Any, ...], low: datetime, high: datetime) -> bool:
-    """Whether (empty, lower, upper) constraint bounds, None meaning infinite, hold [low, high]."""
-    empty, lower, upper = bounds
-    return not empty and (lower is None or lower <= low) and (upper is None or high <= upper)
 
 
 class CollectionWriter:
@@ -130,13 +138,15 @@ class CollectionWriter:
             failed = bisect_load(entries, lambda group: self._stage(coll_json, group))
             refused = {id(entry) for entry, _ in failed}
             staged = [e for e in entries if e.error is None and id(e) not in refused]
-            covered = self._covered(collection, staged)
+            constraints = self._constraints(collection)
             for name, group in itertools.groupby(staged, key=lambda e: e.partition):
                 group = list(group)
-                bad = self._upsert_partition(collection, name, group, covered[name])
+                bounds = Bounds.of(group)
+                covered = bounds.within(constraints.get(name))
+                bad = self._upsert_partition(collection, name, group, bounds, covered)
                 failed += bad
                 if len(bad) < len(group):
-                    self._refresh_stats(name, force=not covered[name])
+                    self._refresh_stats(name, force=not covered)
             if coll_json[2] is not None:  # partitioned by time: an item may have moved
                 refused = {id(entry) for entry, _ in failed}
                 self._delete_moved(collection, [e for e in staged if id(e) not in refused])
@@ -192,40 +202,28 @@ class CollectionWriter:
 
     # -- partitions --------------------------------------------------------------------------
 
-    def _covered(self, collection: str, entries: Sequence[Entry]) -> dict[str, bool]:
-        """Per partition of these entries: whether its constraints already hold their datetimes.
+    def _constraints(self, collection: str) -> dict[str, tuple[Any, ...]]:
+        """Each partition's constraint ranges: (empty, lower, upper) for datetime, then end.
 
         pypgstac's ``_partition_update`` compares datetimes as strings, and the database's
         ``+00:00`` never equals an item's ``Z``, so it re-runs check_partition for every chunk.
-        Comparing parsed datetimes against the constraint ranges runs it only when a batch
-        really reaches outside a partition's bounds.
+        Comparing parsed datetimes against these ranges runs it only when a batch really
+        reaches outside a partition's bounds.
         """
-        existing = {
-            row[0]: (row[1:4], row[4:7])
-            for row in self.conn.execute(
-                """
-                SELECT partition,
-                    isempty(constraint_dtrange),
-                    nullif(lower(constraint_dtrange), '-infinity'),
-                    nullif(upper(constraint_dtrange), 'infinity'),
-                    isempty(constraint_edtrange),
-                    nullif(lower(constraint_edtrange), '-infinity'),
-                    nullif(upper(constraint_edtrange), 'infinity')
-                FROM partitions_view WHERE collection = %s
-                """,
-                (collection,),
-            ).fetchall()
-        }
-        covered = {}
-        for name, group in itertools.groupby(entries, key=lambda e: e.partition):
-            b = Bounds.of(list(group))
-            found = existing.get(name)
-            covered[name] = (
-                found is not None
-                and _covers(found[0], b.lower, b.upper)
-                and _covers(found[1], b.end_lower, b.end_upper)
-            )
-        return covered
+        rows = self.conn.execute(
+            """
+            SELECT partition,
+                isempty(constraint_dtrange),
+                nullif(lower(constraint_dtrange), '-infinity'),
+                nullif(upper(constraint_dtrange), 'infinity'),
+                isempty(constraint_edtrange),
+                nullif(lower(constraint_edtrange), '-infinity'),
+                nullif(upper(constraint_edtrange), 'infinity')
+            FROM partitions_view WHERE collection = %s
+            """,
+            (collection,),
+        ).fetchall()
+        return {row[0]: row[1:] for row in rows}
 
     def _check_partition(self, collection: str, bounds: Bounds) -> None:
         """pgstac creates the partition or widens its constraints to hold ``bounds``."""
@@ -235,7 +233,7 @@ class CollectionWriter:
         )
 
     def _upsert_partition(
-        self, collection: str, name: str, group: list[Entry], covered: bool
+        self, collection: str, name: str, group: list[Entry], bounds: Bounds, covered: bool
     ) -> list[tuple[Entry, str]]:
         """pypgstac's upsert from the staging table; on failure, bisect by staged row ranges.
 
@@ -247,7 +245,7 @@ class CollectionWriter:
         if not covered:
             try:
                 with self.conn.transaction():
-                    self._check_partition(collection, Bounds.of(group))
+                    self._check_partition(collection, bounds)
                 widened = True
             except psycopg.Error as e:
                 if is_transient(e):
