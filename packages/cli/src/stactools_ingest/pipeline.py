@@ -164,8 +164,9 @@ class LocalPipeline:
             return
         priority = 0 if isinstance(request, CollectionRequest) else 1
         with queues.conn.transaction():
+            if not queues.ack([msg]):
+                return  # the lease expired and another worker holds the request now
             queues.send_many([(LOAD, f"gen:{msg.id}", doc, msg.source, priority)])
-            queues.ack([msg])
         self.counters.add(requests_done=1)
 
     def _failed(self, queues: LocalQueues, msg: Message, reason: str, counter: str) -> None:

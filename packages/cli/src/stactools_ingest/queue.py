@@ -3,6 +3,10 @@
 At-least-once delivery, a visibility timeout, a receive count, and a dead-letter state after
 ``max_receives``: the same contract the AWS deployment gives, so a killed run resumes where it
 stopped. Message ids are derived from the input, so enqueuing the same file twice adds nothing.
+
+Every receive gives the message a fresh lease token (SQS's receipt handle): ``ack``, ``fail``
+and ``release`` change a message only while the caller's token is still the message's, so a
+worker whose lease expired cannot finish or drop a message another worker now holds.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import orjson
 import psycopg
@@ -45,7 +50,14 @@ CREATE TABLE IF NOT EXISTS stactools_ingest.message_bodies (
     body text NOT NULL,
     PRIMARY KEY (queue, id)
 );
+-- The holder's receipt: a fresh uuid per receive (added after the first release, hence ALTER).
+ALTER TABLE stactools_ingest.messages ADD COLUMN IF NOT EXISTS lease uuid;
 """
+
+EXPIRED_REASON = (
+    "received {n} times without a verdict (the worker holding it stopped or exceeded the "
+    "visibility timeout)"
+)
 
 
 @dataclass(slots=True)
@@ -58,6 +70,7 @@ class Message:
     source: str | None
     receive_count: int
     created_at: datetime
+    lease: UUID
 
 
 @dataclass(slots=True)
@@ -154,7 +167,8 @@ class LocalQueues:
             return 0
         cur = self.conn.execute(
             """
-            UPDATE stactools_ingest.messages SET visible_at = now(), lease_owner = NULL
+            UPDATE stactools_ingest.messages
+            SET visible_at = now(), lease_owner = NULL, lease = NULL
             WHERE state = 'ready' AND lease_owner = ANY(%s)
             """,
             (dead,),
@@ -172,78 +186,144 @@ class LocalQueues:
         gate = (
             """AND (priority = 0 OR NOT EXISTS (
                     SELECT 1 FROM stactools_ingest.messages p
+                    JOIN stactools_ingest.message_bodies pb USING (queue, id)
                     WHERE p.priority = 0 AND p.state = 'ready'))"""
             if block_items_on_collections
             else ""
         )
+        self._expire(queue)
         rows = self.conn.execute(
             f"""
             WITH leased AS (
                 UPDATE stactools_ingest.messages m
                 SET receive_count = m.receive_count + 1,
                     visible_at = now() + make_interval(secs => %s),
-                    lease_owner = %s, updated_at = now()
+                    lease_owner = %s, lease = gen_random_uuid(), updated_at = now()
                 FROM (
-                    SELECT queue, id FROM stactools_ingest.messages
-                    WHERE queue = %s AND state = 'ready' AND visible_at <= now() {gate}
+                    SELECT queue, id FROM stactools_ingest.messages q
+                    WHERE queue = %s AND state = 'ready' AND visible_at <= now()
+                        AND receive_count < %s {gate}
+                        AND EXISTS (SELECT 1 FROM stactools_ingest.message_bodies b
+                                    WHERE b.queue = q.queue AND b.id = q.id)
                     ORDER BY priority, created_at
                     LIMIT %s
                     FOR UPDATE SKIP LOCKED
                 ) picked
                 WHERE m.queue = picked.queue AND m.id = picked.id
-                RETURNING m.queue, m.id, m.source, m.receive_count, m.created_at
+                RETURNING m.queue, m.id, m.source, m.receive_count, m.created_at, m.lease
             )
-            SELECT l.queue, l.id, b.body, l.source, l.receive_count, l.created_at
+            SELECT l.queue, l.id, b.body, l.source, l.receive_count, l.created_at, l.lease
             FROM leased l JOIN stactools_ingest.message_bodies b USING (queue, id)
             """,
-            (self.visibility_timeout, self.owner, queue, max_messages),
+            (self.visibility_timeout, self.owner, queue, self.max_receives, max_messages),
         ).fetchall()
         return [
-            Message(q, i, orjson.loads(body), src, n, created)
-            for q, i, body, src, n, created in sorted(rows, key=lambda r: r[5])
+            Message(q, i, orjson.loads(body), src, n, created, lease)
+            for q, i, body, src, n, created, lease in sorted(rows, key=lambda r: r[5])
         ]
 
-    def ack(self, messages: Sequence[Message]) -> None:
-        """Mark messages done and drop their bodies; the ids stay, so re-enqueuing is a no-op."""
+    def _expire(self, queue: str) -> None:
+        """Dead-letter messages whose last allowed receive ended without a verdict.
+
+        As SQS moves a message to its DLQ when a receive would exceed maxReceiveCount: the
+        worker that held it was killed or outlived its lease, every time.
+        """
+        self.conn.execute(
+            """
+            UPDATE stactools_ingest.messages
+            SET state = 'dead', lease_owner = NULL, lease = NULL, updated_at = now(),
+                last_error = coalesce(last_error || '; then ', '')
+                    || replace(%s, '{n}', receive_count::text)
+            WHERE queue = %s AND state = 'ready' AND visible_at <= now()
+                AND receive_count >= %s
+            """,
+            (EXPIRED_REASON, queue, self.max_receives),
+        )
+
+    def ack(self, messages: Sequence[Message]) -> list[str]:
+        """Mark messages done and drop their bodies, where the caller still holds the lease.
+
+        Returns the ids acknowledged; a message whose lease passed to another receive is left to
+        its new holder. The ids stay, so re-enqueuing a done message is a no-op.
+        """
         if not messages:
-            return
-        ids = (messages[0].queue, [m.id for m in messages])
+            return []
         with self.conn.transaction():
-            self.conn.execute(
-                """
-                UPDATE stactools_ingest.messages
-                SET state = 'done', lease_owner = NULL, last_error = NULL, updated_at = now()
-                WHERE queue = %s AND id = ANY(%s)
-                """,
-                ids,
-            )
+            done = [
+                mid
+                for (mid,) in self.conn.execute(
+                    """
+                    UPDATE stactools_ingest.messages m
+                    SET state = 'done', lease_owner = NULL, lease = NULL, last_error = NULL,
+                        updated_at = now()
+                    FROM unnest(%s::text[], %s::uuid[]) AS held(id, lease)
+                    WHERE m.queue = %s AND m.id = held.id AND m.lease = held.lease
+                        AND m.state = 'ready'
+                    RETURNING m.id
+                    """,
+                    ([m.id for m in messages], [m.lease for m in messages], messages[0].queue),
+                ).fetchall()
+            ]
             self.conn.execute(
                 "DELETE FROM stactools_ingest.message_bodies WHERE queue = %s AND id = ANY(%s)",
-                ids,
+                (messages[0].queue, done),
             )
+        return done
 
-    def fail(self, message: Message, error: str, retry_after: float | None = None) -> bool:
-        """Record a failure; returns True when this was the last receive and it is now dead."""
-        dead = message.receive_count >= self.max_receives
+    def fail(
+        self,
+        message: Message,
+        error: str,
+        retry_after: float | None = None,
+        permanent: bool = False,
+    ) -> bool:
+        """Record a failure; True when the message is now dead (last receive, or permanent).
+
+        A caller whose lease has passed to another receive changes nothing (returns False).
+        """
+        dead = permanent or message.receive_count >= self.max_receives
         delay = retry_after if retry_after is not None else min(2.0 * message.receive_count, 30.0)
-        self.conn.execute(
+        cur = self.conn.execute(
             """
             UPDATE stactools_ingest.messages
             SET state = CASE WHEN %s THEN 'dead' ELSE 'ready' END,
                 visible_at = now() + make_interval(secs => %s),
-                lease_owner = NULL, last_error = %s, updated_at = now()
-            WHERE queue = %s AND id = %s
+                lease_owner = NULL, lease = NULL, last_error = %s, updated_at = now()
+            WHERE queue = %s AND id = %s AND lease = %s AND state = 'ready'
             """,
-            (dead, delay, error, message.queue, message.id),
+            (dead, delay, error, message.queue, message.id, message.lease),
         )
-        return dead
+        return dead and cur.rowcount == 1
+
+    def release(self, messages: Sequence[Message]) -> int:
+        """Give messages back at once without counting the receive (ChangeMessageVisibility 0).
+
+        For messages a worker could not judge because the database went away under it: an
+        outage is nobody's message's fault, so it must not bring them closer to the DLQ.
+        """
+        if not messages:
+            return 0
+        cur = self.conn.execute(
+            """
+            UPDATE stactools_ingest.messages m
+            SET visible_at = now(), lease_owner = NULL, lease = NULL, updated_at = now(),
+                receive_count = greatest(m.receive_count - 1, 0)
+            FROM unnest(%s::text[], %s::uuid[]) AS held(id, lease)
+            WHERE m.queue = %s AND m.id = held.id AND m.lease = held.lease AND m.state = 'ready'
+            """,
+            ([m.id for m in messages], [m.lease for m in messages], messages[0].queue),
+        )
+        return cur.rowcount
 
     def pending(self) -> dict[str, int]:
         """Messages not yet done or dead, per queue (in flight included)."""
         rows = self.conn.execute(
             """
-            SELECT queue, count(*) FROM stactools_ingest.messages
-            WHERE state = 'ready' GROUP BY queue
+            SELECT queue, count(*) FROM stactools_ingest.messages m
+            WHERE state = 'ready' AND EXISTS (
+                SELECT 1 FROM stactools_ingest.message_bodies b
+                WHERE b.queue = m.queue AND b.id = m.id)
+            GROUP BY queue
             """
         ).fetchall()
         return {GEN: 0, LOAD: 0, **dict(rows)}
@@ -290,7 +370,7 @@ class LocalQueues:
             """
             UPDATE stactools_ingest.messages
             SET state = 'ready', receive_count = 0, visible_at = now(), lease_owner = NULL,
-                updated_at = now()
+                lease = NULL, updated_at = now()
             WHERE state = 'dead' AND (%s::text[] IS NULL OR id = ANY(%s))
             """,
             (ids, ids),
