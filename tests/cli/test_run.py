@@ -193,3 +193,27 @@ def test_repeated_input_lines_count_once(pgstac, tmp_path):
     s = summary(result)
     assert (s["documents"], s["succeeded"], s["failed"]) == (2, 2, 0)
     assert pgstac.item_ids("t") == ["t1"]
+
+
+def test_run_reads_file_hrefs_but_not_a_fifo(pgstac, tmp_path):
+    # GIVEN a collection, a pointer to a local NDJSON file and a pointer to a FIFO nobody writes
+    items = tmp_path / "items.ndjson"
+    items.write_text("".join(json.dumps(item(f"f{n}", "c1")) + "\n" for n in range(2)))
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    docs = tmp_path / "docs.ndjson"
+    docs.write_text(
+        json.dumps(collection("c1"))
+        + "\n"
+        + json.dumps({"href": items.as_uri()})
+        + "\n"
+        + json.dumps({"href": str(fifo)})
+        + "\n"
+    )
+    # WHEN run locally (the local run allows file hrefs)
+    result = cli("run", str(docs), "--dsn", pgstac.dsn, "--json", "--max-receives", "1")
+    # THEN the file's items land and the FIFO is refused without hanging the run
+    s = summary(result)
+    assert (s["succeeded"], s["failed"], s["items_loaded"]) == (2, 1, 2), result.stderr
+    assert pgstac.item_ids("c1") == ["f0", "f1"]
+    assert f"{fifo}: not a regular file; nothing was read" in result.stderr

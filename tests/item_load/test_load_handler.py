@@ -72,37 +72,78 @@ def test_feature_collection_message(with_collection, load):
     assert with_collection.item_ids(COLL) == ["f1", "f2"]
 
 
-def test_file_href_pointer_to_ndjson(with_collection, load, tmp_path):
+@pytest.fixture
+def file_hrefs_allowed(monkeypatch):
+    """The handler as `stactools-ingest run` configures reading: file hrefs allowed."""
+    from item_load.fetch import HrefFetcher, HrefPolicy
+
+    policy = HrefPolicy(schemes=frozenset({"s3", "https", "file"}))
+    monkeypatch.setattr(load_handler, "fetcher", HrefFetcher(policy))
+
+
+def test_file_href_pointer_to_ndjson(with_collection, load, tmp_path, file_hrefs_allowed):
     path = tmp_path / "items.ndjson"
     path.write_text("\n".join(json.dumps(item(f"n{i}")) for i in range(3)) + "\n")
     assert failed_ids(load([sqs_record(sns_envelope({"href": path.as_uri()}))])) == set()
     assert with_collection.item_ids(COLL) == ["n0", "n1", "n2"]
 
 
-def test_missing_href_fails_alone_with_reason(with_collection, load, tmp_path, caplog):
+def test_missing_href_fails_alone_with_reason(
+    with_collection, load, tmp_path, caplog, file_hrefs_allowed
+):
     bad = sqs_record(sns_envelope({"href": (tmp_path / "nope.json").as_uri()}))
     good = sqs_record(sns_envelope(item("ok")))
     assert failed_ids(load([bad, good])) == {bad["messageId"]}
     assert with_collection.item_ids(COLL) == ["ok"]
+    reasons = [
+        r.reason for r in caplog.records if getattr(r, "message_id", None) == bad["messageId"]
+    ]
+    assert reasons == [f"{(tmp_path / 'nope.json').as_uri()}: no such file"]
 
 
-def test_s3_href_and_s3_event_with_encoded_key(with_collection, load, aws_env):
+def test_lambda_reads_no_local_file_and_leaks_nothing(with_collection, load, tmp_path, caplog):
+    # GIVEN the Lambda's default policy, a pointer to a local file holding a valid item, a pointer
+    # to the process environment (JSON-shaped secrets would leak their keys), and a good item
+    path = tmp_path / "planted.json"
+    path.write_text(json.dumps(item("planted")))
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"AWS_SECRET_ACCESS_KEY": "x", "DB_PASSWORD": "y"}))
+    planted = sqs_record(sns_envelope({"href": path.as_uri()}))
+    environ = sqs_record(sns_envelope({"href": "/proc/self/environ"}))
+    leak = sqs_record(sns_envelope({"href": str(secrets)}))
+    good = sqs_record(sns_envelope(item("ok")))
+    # WHEN the batch is handled
+    response = load([planted, environ, leak, good])
+    # THEN the three pointers fail alone, nothing they point at lands, the good item does
+    assert failed_ids(response) == {planted["messageId"], environ["messageId"], leak["messageId"]}
+    assert with_collection.item_ids(COLL) == ["ok"]
+    # AND each reason says the scheme is not allowed, without a word of the files' content
+    reasons = {r.message_id: r.reason for r in caplog.records if hasattr(r, "message_id")}
+    refused = "scheme 'file' is not allowed (HREF_SCHEMES=https,s3); nothing was read"
+    assert reasons == {
+        planted["messageId"]: f"{path.as_uri()}: {refused}",
+        environ["messageId"]: f"/proc/self/environ: {refused}",
+        leak["messageId"]: f"{secrets}: {refused}",
+    }
+    assert "AWS_SECRET" not in caplog.text and "DB_PASSWORD" not in caplog.text
+
+
+def test_s3_href_and_s3_event_with_encoded_key(with_collection, load, aws_env, monkeypatch):
+    from item_load.fetch import HrefFetcher, HrefPolicy
+
     with mock_aws():
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket="stac-drop")
         s3.put_object(Bucket="stac-drop", Key="ptr/item.json", Body=json.dumps(item("ptr")))
         key = "new items/2020+x/item one.geojson"
         s3.put_object(Bucket="stac-drop", Key=key, Body=json.dumps(item("evt")))
-        from item_load import messages
-
-        messages._s3_client.cache_clear()
+        monkeypatch.setattr(load_handler, "fetcher", HrefFetcher(HrefPolicy()))
         records = [
             sqs_record(sns_envelope({"href": "s3://stac-drop/ptr/item.json"})),
             sqs_record(sns_envelope(s3_event("stac-drop", key))),
             sqs_record(sns_envelope({"Service": "Amazon S3", "Event": "s3:TestEvent"})),
         ]
         response = load(records)
-        messages._s3_client.cache_clear()
     assert failed_ids(response) == set()
     assert with_collection.item_ids(COLL) == ["evt", "ptr"]
 

@@ -13,13 +13,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ingest_common.errors import PermanentError
+from ingest_common.errors import PermanentError, TransientError
 from item_gen.core import Runner, generate
 from item_gen.models import CollectionRequest, parse_request
 from item_gen.settings import GenSettings
 from item_gen.warm import runner_for
 from item_load.core import BatchLoader, paused_gc
 from item_load.errors import DatabaseUnavailable
+from item_load.fetch import local_fetcher
 from item_load.messages import documents_from_message
 from stactools_ingest.inputs import InputProblem, InputRecord, classify, message_id
 from stactools_ingest.queue import GEN, LOAD, LocalQueues, Message
@@ -211,9 +212,11 @@ class LocalPipeline:
         docs, parsed = [], []
         for msg in messages:
             try:
-                docs += documents_from_message(msg.body, msg.id, msg.created_at.timestamp())
+                docs += documents_from_message(
+                    msg.body, msg.id, msg.created_at.timestamp(), local_fetcher()
+                )
                 parsed.append(msg)
-            except PermanentError as e:
+            except (PermanentError, TransientError) as e:
                 self._failed(queues, msg, str(e), "load_failed")
         try:
             outcome = BatchLoader(queues.conn, self.create_collections_if_missing).load(docs)

@@ -19,3 +19,11 @@ class FetchError(PermanentError):
 
 class DatabaseUnavailable(TransientError):
     """pgstac could not be reached or the connection broke; the batch is retried by SQS."""
+
+
+class HrefRefused(FetchError):
+    """The href policy forbids reading this href (scheme, host, size, time, file type)."""
+
+
+class FetchUnavailable(TransientError):
+    """Reading an href failed for a reason outside the message (S3 throttling, a 5xx, a reset)."""

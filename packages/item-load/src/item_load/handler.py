@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from ingest_common.envelope import unwrap
 from item_load.core import paused_gc
 from item_load.db import ConnectionCache
+from item_load.fetch import HrefFetcher, HrefPolicy
 from item_load.messages import Document, documents_from_message
 from item_load.processor import BulkLoadProcessor
 from item_load.settings import LoadSettings
@@ -24,6 +25,7 @@ logger = Logger(service="item-load")
 metrics = Metrics(namespace="stactools-ingest", service="item-load")
 copy_config_to_registered_loggers(source_logger=logger, include={"item_load"})
 connections = ConnectionCache(settings)
+fetcher = HrefFetcher(HrefPolicy.from_settings(settings))
 processor = BulkLoadProcessor(
     connections,
     settings.create_collections_if_missing,
@@ -36,7 +38,7 @@ processor = BulkLoadProcessor(
 def record_handler(record: SQSRecord) -> list[Document]:
     """Parse one record into its documents; raising fails this record alone."""
     envelope = unwrap(record.body, record.attributes.sent_timestamp)
-    return documents_from_message(envelope.message, record.message_id, envelope.sent_at)
+    return documents_from_message(envelope.message, record.message_id, envelope.sent_at, fetcher)
 
 
 @metrics.log_metrics

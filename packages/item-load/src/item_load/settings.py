@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+KNOWN_HREF_SCHEMES = frozenset({"s3", "https", "http", "file"})
 
 
 class LoadSettings(BaseSettings):
@@ -25,3 +30,33 @@ class LoadSettings(BaseSettings):
     partition_stats_interval_seconds: float = 60.0
     """How often a partition's pgstac stats are refreshed when batches only add inside its
     bounds; batches that widen a partition refresh them at once."""
+
+    href_schemes: Annotated[frozenset[str], NoDecode] = frozenset({"s3", "https"})
+    """Schemes an href pointer or S3 event may make ItemLoad read (``HREF_SCHEMES=s3,https``);
+    a bare path counts as ``file``, and ``http`` is not ``https``."""
+
+    href_max_bytes: int = Field(256 * 1024 * 1024, gt=0)
+    """Largest document an href may point at; a longer one is refused while it is being read."""
+
+    href_timeout_seconds: float = Field(60.0, gt=0)
+    """Total time one href may take (resolve, connect, redirects, body), however it trickles."""
+
+    href_allow_private_hosts: bool = False
+    """Let https hrefs reach loopback, link-local, private and other non-public addresses."""
+
+    @field_validator("href_schemes", mode="before")
+    @classmethod
+    def _split_schemes(cls, value: Any) -> Any:
+        """Accept the comma-separated form an environment variable carries, and refuse typos."""
+        if isinstance(value, str):
+            value = [part for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple | set | frozenset):
+            schemes = frozenset(str(part).strip().lower() for part in value)
+            unknown = sorted(schemes - KNOWN_HREF_SCHEMES)
+            if unknown:
+                raise ValueError(
+                    f"unknown href scheme(s) {', '.join(unknown)}; "
+                    f"choose from {', '.join(sorted(KNOWN_HREF_SCHEMES))}"
+                )
+            return schemes
+        return value

@@ -1,0 +1,494 @@
+"""What a message may make ItemLoad read: schemes, hosts, redirects, byte and time caps.
+
+Every http case talks to a server this test starts on 127.0.0.1; nothing else is contacted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+from factories import item
+from moto import mock_aws
+
+from ingest_common.errors import PermanentError, TransientError
+from item_load import fetch as fetch_module
+from item_load.errors import FetchError, FetchUnavailable, HrefRefused, InvalidMessage
+from item_load.fetch import HrefFetcher, HrefPolicy, non_public_kind
+from item_load.messages import documents_from_message
+from item_load.settings import LoadSettings
+
+SECRET_DOC = {"aws_secret_access_key_name": "s3cr3t-value", "Token": "t0ken"}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Routes by path: the documents, the tricksters and the redirects of these tests."""
+
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes = b"", **headers: str) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key.replace("_", "-"), value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        path, _, query = self.path.partition("?")
+        try:
+            if path == "/item.json":
+                self._send(200, json.dumps(item("served")).encode())
+            elif path == "/secret.json":
+                self._send(200, json.dumps(SECRET_DOC).encode())
+            elif path == "/slow-body":
+                self.send_response(200)
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                for _ in range(100000):
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            elif path == "/slow-headers":
+                self.wfile.write(b"HTTP/1.0 200 OK\r\n")
+                for _ in range(100000):
+                    self.wfile.write(b"X-Drip: 1\r\n")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            elif path == "/endless":
+                self.send_response(200)
+                self.end_headers()  # no length: the body ends when the connection does
+                block = b" " * 65536
+                while True:
+                    self.wfile.write(block)
+            elif path == "/big-declared":
+                self.send_response(200)
+                self.send_header("Content-Length", str(10 * 1024 * 1024))
+                self.end_headers()
+            elif path == "/redirect":
+                self._send(302, Location=query.removeprefix("to="))
+            elif path == "/loop":
+                self._send(302, Location="/loop")
+            elif path == "/busy":
+                self._send(503)
+            else:
+                self._send(404)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """A local HTTP server; yields its base URL (http://127.0.0.1:PORT)."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def loopback_is_public(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Treat 127.0.0.1 (the test server) as a public host; every other address keeps its rule.
+
+    Lets a test reach its own server with private hosts refused, so the redirect rules can be
+    seen refusing the *next* hop.
+    """
+    real = fetch_module.non_public_kind
+    test_server = ipaddress.ip_address("127.0.0.1")
+    monkeypatch.setattr(
+        fetch_module, "non_public_kind", lambda ip: None if ip == test_server else real(ip)
+    )
+
+
+def http_fetcher(**policy: object) -> HrefFetcher:
+    """A fetcher that may use plain http (the test server has no TLS)."""
+    return HrefFetcher(HrefPolicy(schemes=frozenset({"http", "https", "s3"}), **policy))
+
+
+def reason(exc_info: pytest.ExceptionInfo) -> str:
+    return str(exc_info.value)
+
+
+# -- schemes ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("href", "scheme"),
+    [
+        ("/proc/self/environ", "file"),
+        ("file:///proc/self/environ", "file"),
+        ("file://localhost/etc/hostname", "file"),
+        ("relative/items.json", "file"),
+        ("http://example.com/item.json", "http"),
+        ("ftp://example.com/item.json", "ftp"),
+    ],
+)
+def test_default_policy_refuses_other_schemes_without_reading(href, scheme):
+    # GIVEN the Lambda's default policy (s3, https) and no fetcher passed in
+    # WHEN a pointer names a local file or another scheme
+    with pytest.raises(HrefRefused) as exc:
+        documents_from_message({"href": href}, "m1", None)
+    # THEN it is refused, permanently, saying which scheme and what is allowed
+    assert isinstance(exc.value, PermanentError)
+    assert reason(exc) == (
+        f"{href}: scheme {scheme!r} is not allowed (HREF_SCHEMES=https,s3); nothing was read"
+    )
+
+
+def test_settings_parse_comma_separated_schemes(monkeypatch):
+    monkeypatch.setenv("HREF_SCHEMES", "s3, HTTPS,file")
+    monkeypatch.setenv("HREF_MAX_BYTES", "1024")
+    monkeypatch.setenv("HREF_TIMEOUT_SECONDS", "5")
+    monkeypatch.setenv("HREF_ALLOW_PRIVATE_HOSTS", "true")
+    policy = HrefPolicy.from_settings(LoadSettings())
+    assert policy == HrefPolicy(
+        schemes=frozenset({"s3", "https", "file"}),
+        max_bytes=1024,
+        timeout_seconds=5.0,
+        allow_private_hosts=True,
+    )
+    monkeypatch.setenv("HREF_SCHEMES", "s3,ftp")
+    with pytest.raises(ValueError, match="unknown href scheme"):
+        LoadSettings()
+
+
+def test_default_settings_and_local_run_policy(monkeypatch):
+    for name in ("HREF_SCHEMES", "HREF_MAX_BYTES", "HREF_TIMEOUT_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("HREF_ALLOW_PRIVATE_HOSTS", raising=False)
+    assert HrefPolicy.from_settings(LoadSettings()) == HrefPolicy(
+        schemes=frozenset({"s3", "https"}),
+        max_bytes=256 * 1024 * 1024,
+        timeout_seconds=60.0,
+        allow_private_hosts=False,
+    )
+    local = HrefPolicy.for_local_run(LoadSettings())
+    assert local.schemes == {"s3", "https", "file"}
+    assert local.allow_private_hosts is True
+
+
+# -- hosts ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "kind"),
+    [
+        ("127.0.0.1", "loopback"),
+        ("169.254.169.254", "link-local"),
+        ("10.1.2.3", "private"),
+        ("172.16.0.1", "private"),
+        ("192.168.1.1", "private"),
+        ("100.64.0.1", "not globally routable"),
+        ("0.0.0.0", "unspecified"),
+        ("224.0.0.1", "multicast"),
+        ("240.0.0.1", "reserved"),
+        ("::1", "loopback"),
+        ("::", "unspecified"),
+        ("fe80::1", "link-local"),
+        ("fd00:ec2::254", "private"),
+        ("::ffff:127.0.0.1", "loopback (embedded in IPv6)"),
+        ("::ffff:169.254.169.254", "link-local (embedded in IPv6)"),
+        ("2002:7f00:1::", "loopback (embedded in IPv6)"),
+        ("8.8.8.8", None),
+        ("2606:4700:4700::1111", None),
+    ],
+)
+def test_non_public_addresses(address, kind):
+    assert non_public_kind(ipaddress.ip_address(address)) == kind
+
+
+@pytest.mark.parametrize(
+    ("href", "host", "address", "kind"),
+    [
+        (
+            "https://169.254.169.254/latest/meta-data/",
+            "169.254.169.254",
+            "169.254.169.254",
+            "link-local",
+        ),
+        (
+            "https://127.0.0.1:9001/2018-06-01/runtime/invocation/next",
+            "127.0.0.1",
+            "127.0.0.1",
+            "loopback",
+        ),
+        ("https://[::1]/x.json", "::1", "::1", "loopback"),
+        (
+            "https://[::ffff:127.0.0.1]/x.json",
+            "::ffff:127.0.0.1",
+            "::ffff:7f00:1",  # how Python 3.11 prints the mapped address
+            "loopback (embedded in IPv6)",
+        ),
+        ("https://10.0.0.5/x.json", "10.0.0.5", "10.0.0.5", "private"),
+        ("https://localhost/x.json", "localhost", None, "loopback"),
+    ],
+)
+def test_https_to_non_public_hosts_is_refused_before_connecting(href, host, address, kind):
+    with pytest.raises(HrefRefused) as exc:
+        documents_from_message({"href": href}, "m1", None)
+    text = reason(exc)
+    assert text.startswith(f"{href}: host {host!r} resolves to ")
+    if address:
+        assert f"resolves to {address}, a {kind} address" in text
+    assert text.endswith(
+        f"a {kind} address, which hrefs may not reach (HREF_ALLOW_PRIVATE_HOSTS=false); "
+        "nothing was read"
+    )
+
+
+@pytest.mark.parametrize(
+    "href", ["https://[::1/x.json", "https://example.com:99999/x", "https://h:p/"]
+)
+def test_malformed_url_is_a_clear_permanent_error(href):
+    with pytest.raises(FetchError) as exc:
+        documents_from_message({"href": href}, "m1", None)
+    assert type(exc.value) is FetchError
+    assert reason(exc).endswith("nothing was read")
+    assert "malformed href" in reason(exc)
+
+
+def test_query_string_of_a_presigned_url_is_never_echoed():
+    href = "https://127.0.0.1/x.json?X-Amz-Signature=deadbeef&X-Amz-Credential=AKIA"
+    with pytest.raises(HrefRefused) as exc:
+        documents_from_message({"href": href}, "m1", None)
+    assert reason(exc).startswith("https://127.0.0.1/x.json?…: host '127.0.0.1'")
+    assert "deadbeef" not in reason(exc) and "AKIA" not in reason(exc)
+
+
+# -- http through the local server --------------------------------------------------------------
+
+
+def test_allowed_http_href_loads(server):
+    fetcher = http_fetcher(allow_private_hosts=True)
+    docs = documents_from_message({"href": f"{server}/item.json"}, "m1", None, fetcher)
+    assert [d.body["id"] for d in docs] == ["served"]
+
+
+def test_private_host_refused_unless_allowed(server):
+    with pytest.raises(HrefRefused) as exc:
+        http_fetcher()(f"{server}/item.json")
+    assert reason(exc) == (
+        f"{server}/item.json: host '127.0.0.1' resolves to 127.0.0.1, a loopback address, "
+        "which hrefs may not reach (HREF_ALLOW_PRIVATE_HOSTS=false); nothing was read"
+    )
+
+
+def test_fetched_json_that_is_not_stac_leaks_no_keys_or_values(server):
+    fetcher = http_fetcher(allow_private_hosts=True)
+    with pytest.raises(InvalidMessage) as exc:
+        documents_from_message({"href": f"{server}/secret.json?sig=abc"}, "m1", None, fetcher)
+    assert reason(exc) == (
+        f"{server}/secret.json?… is not a STAC Item, Collection, FeatureCollection, "
+        "href pointer or S3 event"
+    )
+    for leaked in ("aws_secret", "s3cr3t", "Token", "t0ken", "sig=abc"):
+        assert leaked not in reason(exc)
+
+
+def test_inline_message_that_is_not_stac_names_no_keys():
+    with pytest.raises(InvalidMessage) as exc:
+        documents_from_message({"password_field": 1, "type": "Catalog"}, "m1", None)
+    assert reason(exc) == (
+        "message is not a STAC Item, Collection, FeatureCollection, href pointer or S3 event "
+        "(type='Catalog')"
+    )
+
+
+def test_body_trickling_one_byte_at_a_time_stops_at_the_time_cap(server):
+    fetcher = http_fetcher(allow_private_hosts=True, timeout_seconds=1.0)
+    with pytest.raises(HrefRefused) as exc:
+        fetcher(f"{server}/slow-body")
+    assert reason(exc) == (
+        f"{server}/slow-body: not read within 1 s (HREF_TIMEOUT_SECONDS); serve it faster or "
+        "split it"
+    )
+
+
+def test_headers_trickling_forever_stop_at_the_time_cap(server):
+    fetcher = http_fetcher(allow_private_hosts=True, timeout_seconds=1.0)
+    with pytest.raises(HrefRefused) as exc:
+        fetcher(f"{server}/slow-headers")
+    assert reason(exc) == (
+        f"{server}/slow-headers: not read within 1 s (HREF_TIMEOUT_SECONDS); serve it faster "
+        "or split it"
+    )
+
+
+def test_endless_body_stops_at_the_byte_cap(server):
+    fetcher = http_fetcher(allow_private_hosts=True, max_bytes=1024 * 1024)
+    with pytest.raises(HrefRefused) as exc:
+        fetcher(f"{server}/endless")
+    assert reason(exc) == (
+        f"{server}/endless: larger than the byte cap of 1048576 bytes (HREF_MAX_BYTES); "
+        "split it into smaller files"
+    )
+
+
+def test_declared_length_over_the_cap_is_refused_before_reading(server):
+    fetcher = http_fetcher(allow_private_hosts=True, max_bytes=1024)
+    with pytest.raises(HrefRefused, match=r"/big-declared: larger than the byte cap of 1024 "):
+        fetcher(f"{server}/big-declared")
+
+
+@pytest.mark.parametrize(
+    ("target", "kind"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://127.0.0.2:9001/2018-06-01/runtime/invocation/next", "loopback"),
+        ("http://[::1]/", "loopback"),
+    ],
+)
+def test_redirect_to_a_non_public_host_is_refused(server, loopback_is_public, target, kind):
+    # GIVEN a "public" server (the test's own) that redirects to the metadata service / loopback
+    fetcher = http_fetcher()
+    # WHEN an href points at it
+    with pytest.raises(HrefRefused) as exc:
+        fetcher(f"{server}/redirect?to={target}")
+    # THEN the redirect target is checked like the href itself and nothing is read
+    text = reason(exc)
+    assert text.startswith(f"{server}/redirect?… redirected to ")
+    assert f", a {kind} address, which hrefs may not reach" in text
+    assert text.endswith("nothing was read")
+
+
+def test_redirect_to_a_public_path_is_followed(server, loopback_is_public):
+    fetcher = http_fetcher()
+    assert json.loads(fetcher(f"{server}/redirect?to=/item.json"))["id"] == "served"
+
+
+def test_redirect_to_file_or_a_refused_scheme_is_refused(server, loopback_is_public):
+    fetcher = HrefFetcher(HrefPolicy(schemes=frozenset({"http", "file"})))
+    with pytest.raises(HrefRefused) as exc:
+        fetcher(f"{server}/redirect?to=file:///etc/passwd")
+    assert reason(exc) == f"{server}/redirect?…: redirected to a 'file' href; nothing was read"
+    https_only = HrefFetcher(HrefPolicy(schemes=frozenset({"http"})))
+    with pytest.raises(HrefRefused) as exc:
+        https_only(f"{server}/redirect?to=https://127.0.0.1/")
+    assert reason(exc) == (
+        f"{server}/redirect?… redirected to https://127.0.0.1/: scheme 'https' is not allowed "
+        "(HREF_SCHEMES=http); nothing was read"
+    )
+
+
+def test_redirect_loop_stops(server, loopback_is_public):
+    with pytest.raises(HrefRefused) as exc:
+        http_fetcher()(f"{server}/loop")
+    assert reason(exc) == f"{server}/loop: more than 5 redirects"
+
+
+def test_http_status_classified(server):
+    fetcher = http_fetcher(allow_private_hosts=True)
+    with pytest.raises(FetchError) as exc:
+        fetcher(f"{server}/missing.json")
+    assert reason(exc) == f"{server}/missing.json: HTTP 404"
+    with pytest.raises(FetchUnavailable) as exc:
+        fetcher(f"{server}/busy")
+    assert isinstance(exc.value, TransientError)
+    assert reason(exc) == f"{server}/busy: HTTP 503; will retry"
+
+
+# -- files --------------------------------------------------------------------------------------
+
+
+def file_fetcher(**policy: object) -> HrefFetcher:
+    return HrefFetcher(HrefPolicy(schemes=frozenset({"file"}), **policy))
+
+
+def test_dev_zero_is_refused_as_not_a_regular_file():
+    with pytest.raises(HrefRefused) as exc:
+        file_fetcher(max_bytes=1024)("file:///dev/zero")
+    assert reason(exc) == "file:///dev/zero: not a regular file; nothing was read"
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    with pytest.raises(HrefRefused) as exc:
+        file_fetcher()(str(fifo))
+    assert reason(exc) == f"{fifo}: not a regular file; nothing was read"
+
+
+def test_file_over_the_cap_is_refused_without_reading_it(tmp_path):
+    big = tmp_path / "big.json"
+    with big.open("wb") as f:
+        f.truncate(1024**3)  # sparse: 1 GiB that would take seconds and a GiB to read
+    with pytest.raises(HrefRefused) as exc:
+        file_fetcher(max_bytes=1024)(big.as_uri())
+    assert reason(exc) == (
+        f"{big.as_uri()}: larger than the byte cap of 1024 bytes (HREF_MAX_BYTES); "
+        "split it into smaller files"
+    )
+
+
+def test_proc_file_without_a_size_is_capped_while_reading():
+    # /proc files report size 0; the cap must still hold while reading
+    with pytest.raises(HrefRefused, match="larger than the byte cap of 8 bytes"):
+        file_fetcher(max_bytes=8)("/proc/self/maps")
+
+
+def test_remote_file_host_and_missing_file(tmp_path):
+    with pytest.raises(HrefRefused) as exc:
+        file_fetcher()("file://fileserver/share/x.json")
+    assert reason(exc) == (
+        "file://fileserver/share/x.json: file hrefs must name a local path; nothing was read"
+    )
+    missing = tmp_path / "nope.json"
+    with pytest.raises(FetchError) as exc:
+        file_fetcher()(missing.as_uri())
+    assert reason(exc) == f"{missing.as_uri()}: no such file"
+
+
+# -- s3 -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3(aws_env):
+    with mock_aws():
+        client = boto3.client("s3")
+        client.create_bucket(Bucket="drop")
+        yield client
+
+
+def test_s3_object_over_the_cap_is_refused(s3):
+    s3.put_object(Bucket="drop", Key="big.json", Body=b" " * 2048)
+    s3.put_object(Bucket="drop", Key="ok.json", Body=json.dumps(item("s3item")).encode())
+    fetcher = HrefFetcher(HrefPolicy(max_bytes=1024), s3_client_factory=lambda: s3)
+    with pytest.raises(HrefRefused) as exc:
+        fetcher("s3://drop/big.json")
+    assert reason(exc) == (
+        "s3://drop/big.json: larger than the byte cap of 1024 bytes (HREF_MAX_BYTES); "
+        "split it into smaller files"
+    )
+    assert json.loads(fetcher("s3://drop/ok.json"))["id"] == "s3item"
+
+
+def test_s3_missing_key_is_permanent(s3):
+    fetcher = HrefFetcher(HrefPolicy(), s3_client_factory=lambda: s3)
+    with pytest.raises(FetchError) as exc:
+        fetcher("s3://drop/nope.json")
+    assert type(exc.value) is FetchError
+    assert reason(exc) == "s3://drop/nope.json: S3 answered NoSuchKey"
+
+
+@pytest.mark.parametrize(("code", "status"), [("SlowDown", 503), ("InternalError", 500)])
+def test_s3_throttling_and_5xx_are_transient(aws_env, code, status):
+    client = boto3.client("s3", region_name="us-east-1")
+    with Stubber(client) as stub:
+        stub.add_client_error("get_object", service_error_code=code, http_status_code=status)
+        with pytest.raises(FetchUnavailable) as exc:
+            HrefFetcher(HrefPolicy(), s3_client_factory=lambda: client)("s3://drop/x.json")
+    assert reason(exc) == f"s3://drop/x.json: S3 answered {code}; will retry"
