@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from item_gen.errors import InvalidRequest
+
+logger = logging.getLogger(__name__)
+
+_NAMES_SHOWN = 20
+"""At most this many unknown field names in a warning, so a hostile request cannot flood logs."""
+_NAME_CHARS = 64
 
 
 class _PackageRequest(BaseModel):
     """What both request kinds share: which package, which CLI group, which extras."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    # Unknown fields are ignored, not refused: requests written for a newer upstream ItemRequest
+    # must still run. They are named in a warning, so a misspelt field does not pass unseen.
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
 
     package_name: str = Field(
         min_length=1, description="PyPI name, optionally with a version: 'stactools-x==0.1.1'"
@@ -25,6 +41,28 @@ class _PackageRequest(BaseModel):
         default_factory=list, description="Extra pins the package needs, e.g. 'affine<3'"
     )
     request_id: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _warn_unknown_fields(cls, data: Any) -> Any:
+        """Log the fields this version does not know, naming the request they came with."""
+        if isinstance(data, dict):
+            unknown = sorted(str(k)[:_NAME_CHARS] for k in data if k not in cls.model_fields)
+            if unknown:
+                shown = ", ".join(unknown[:_NAMES_SHOWN])
+                if len(unknown) > _NAMES_SHOWN:
+                    shown += f" and {len(unknown) - _NAMES_SHOWN} more"
+                label = data.get("request_id") or (
+                    f"{data.get('package_name')} {data.get('group_name')}"
+                )
+                logger.warning(
+                    "request %s: ignoring unknown fields %s (known: %s)",
+                    str(label)[:200],
+                    shown,
+                    ", ".join(sorted(cls.model_fields)),
+                    extra={"unknown_fields": unknown[:_NAMES_SHOWN]},
+                )
+        return data
 
     @field_validator("group_name")
     @classmethod
