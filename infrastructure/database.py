@@ -114,8 +114,10 @@ class DatabaseStack(Stack):
             pgstac_db_name=PGSTAC_DB_NAME,
             pgstac_username=APP_USERNAME,
             pgstac_version=db_config.pgstac_version,
-            # A pooler on EC2 is not needed for a handful of loaders, and pypgstac's loader
-            # keeps session state that transaction pooling would break.
+            # A pooler on EC2 is not needed for a handful of loaders (each warm ItemLoad keeps
+            # one connection). ItemLoad itself works behind a transaction-mode pooler (its
+            # staging table is made inside each transaction, see item_load/upsert.py), but sets
+            # search_path and lock_timeout as libpq startup options a pooler must pass on.
             add_pgbouncer=False,
             bootstrapper_lambda_function_options={
                 "code": bootstrapper_code,

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from factories import collection, item
 from moto import mock_aws
 
+from ingest_common.errors import TransientError
 from stactools_ingest import aws_ops
 from stactools_ingest.aws_ops import (
     SNS_MAX_BYTES,
@@ -442,3 +443,5 @@ def test_publisher_stops_on_an_error_retrying_cannot_fix(deployed):
     publisher.add("arn:aws:sns:us-east-1:123456789012:missing", "{}", "f:1")
     with pytest.raises(PublishAborted, match=r"SNS refused publishing to arn:aws:sns:.*:missing"):
         publisher.close()
+    # retrying the same call cannot fix a missing topic: it is not classed as transient
+    assert not issubclass(PublishAborted, TransientError)

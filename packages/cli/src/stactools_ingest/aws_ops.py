@@ -25,7 +25,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from ingest_common.errors import IngestError, PermanentError, TransientError
+from ingest_common.errors import IngestError, PermanentError
 from stactools_ingest.inputs import InputProblem, InputRecord, classify
 
 STACK_HELP = (
@@ -78,8 +78,11 @@ class InvalidDocument(PermanentError):
     """An input is neither a request nor a document the load topic accepts; it is not published."""
 
 
-class PublishAborted(TransientError):
-    """SNS refused a whole call for a reason retrying cannot fix (missing topic, no permission)."""
+class PublishAborted(AwsOpsError):
+    """SNS refused a whole call for a reason retrying cannot fix (missing topic, no permission).
+
+    Not a TransientError: the same call fails the same way until the deployment is fixed.
+    """
 
 
 def client(service: str) -> Any:

@@ -228,7 +228,7 @@ class LocalPipeline:
         queues.ack(done)
         for msg in parsed:
             if msg.id in outcome.failures:
-                self._failed(queues, msg, outcome.failures[msg.id], "load_failed")
+                self._failed(queues, msg, outcome.failures[msg.id].reason, "load_failed")
         self.counters.add(
             items_loaded=outcome.items_loaded, collections_loaded=outcome.collections_loaded
         )

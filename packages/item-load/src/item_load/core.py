@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import random
-import time
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -18,35 +16,45 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from pypgstac.db import PgstacDB
 from pypgstac.load import Loader, Methods
 
-from item_load.db import translate_errors
+from item_load.db import ConnectionPgstacDB, fails_batch, is_permanent, retrying, translate_errors
 from item_load.errors import InvalidItem
 from item_load.messages import Document
 from item_load.rows import partition_name
-from item_load.upsert import CollectionWriter, Entry, bisect_load
+from item_load.upsert import CollectionWriter, Entry, bisect_load, error_text
 from item_load.validation import Span, check_item
 
 logger = logging.getLogger(__name__)
 
-DEADLOCK_ATTEMPTS = 4
-
 # Connections whose pgstac version pypgstac has accepted.
 _version_checked: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a message failed, and whether it can ever succeed.
+
+    ``permanent``: retrying the same message fails the same way (bad input, a row PostgreSQL
+    refuses), so it is dead-lettered at once. Otherwise it is retried: the collection may be on
+    its way, contention may pass, an unexpected error may be ours rather than the message's.
+    """
+
+    reason: str
+    permanent: bool
 
 
 @dataclass
 class LoadOutcome:
     """What happened to a batch: failed message ids with their reasons, and counts."""
 
-    failures: dict[str, str] = field(default_factory=dict)
+    failures: dict[str, Failure] = field(default_factory=dict)
     items_loaded: int = 0
     collections_loaded: int = 0
 
-    def fail(self, doc: Document, reason: str) -> None:
+    def fail(self, doc: Document, reason: str, permanent: bool = True) -> None:
         """Mark a document's message failed; the first reason per message is kept."""
-        self.failures.setdefault(doc.message_id, reason)
+        self.failures.setdefault(doc.message_id, Failure(reason, permanent))
         logger.warning(
             "rejected %s %s",
             doc.body.get("type"),
@@ -56,6 +64,7 @@ class LoadOutcome:
                 "collection": _collection_of(doc),
                 "item_id": doc.body.get("id"),
                 "reason": reason,
+                "permanent": permanent,
             },
         )
 
@@ -75,6 +84,12 @@ def paused_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _label(value: Any, width: int = 80) -> str:
+    """An id for a reason text: repr'd (control characters show) and cut to ``width``."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _collection_of(doc: Document) -> Any:
@@ -125,7 +140,7 @@ class BatchLoader:
     ):
         self.conn = conn
         self.create_collections_if_missing = create_collections_if_missing
-        self.loader = Loader(PgstacDB(connection=conn))
+        self.loader = Loader(ConnectionPgstacDB(conn))
         self.writer = CollectionWriter(conn, self.loader, stats_interval)
         if conn not in _version_checked:  # once per connection, not once per batch
             with translate_errors("checking the pgstac version"):
@@ -149,16 +164,40 @@ class BatchLoader:
         winners = _newest(valid, lambda d: d.body["id"])
         if not winners:
             return
-        failed = bisect_load(winners, lambda rows: self._upsert_collections(rows, Methods.upsert))
-        for doc, reason in failed:
-            outcome.fail(doc, f"collection {doc.body['id']} rejected by pgstac: {reason}")
+        failed = bisect_load(
+            winners,
+            lambda rows: retrying(lambda: self._upsert_collections(rows, Methods.upsert)),
+            retried=True,
+        )
+        for doc, error in failed:
+            outcome.fail(
+                doc,
+                f"collection {_label(doc.body['id'])} rejected by pgstac: {error_text(error)}",
+                is_permanent(error),
+            )
         outcome.collections_loaded += len(winners) - len(failed)
 
-    def _existing_collections(self, ids: Iterable[str]) -> set[str]:
-        rows = self.conn.execute(
-            "SELECT id FROM collections WHERE id = ANY(%s)", (sorted(set(ids)),)
-        ).fetchall()
-        return {r[0] for r in rows}
+    def _existing_collections(
+        self, ids: Iterable[str]
+    ) -> tuple[set[str], list[tuple[str, Exception]]]:
+        """Which collections exist, and the ids PostgreSQL cannot even look up (a NUL), why."""
+        found: set[str] = set()
+
+        def look(group: Sequence[str]) -> None:
+            with self.conn.transaction():
+                rows = self.conn.execute(
+                    "SELECT id FROM collections WHERE id = ANY(%s)", (list(group),)
+                ).fetchall()
+            found.update(r[0] for r in rows)
+
+        unreadable = bisect_load(sorted(set(ids)), look)
+        return found, unreadable
+
+    def _create_placeholders(self, collections: Sequence[str]) -> None:
+        with self.conn.transaction():
+            self.loader.load_collections(
+                iter([minimal_collection(c) for c in collections]), Methods.ignore
+            )
 
     # -- items -------------------------------------------------------------------------------
 
@@ -177,14 +216,34 @@ class BatchLoader:
         for doc in winners:
             by_collection[doc.body["collection"]].append((doc, spans[id(doc)]))
 
-        existing = self._existing_collections(by_collection)
+        existing, unreadable = self._existing_collections(by_collection)
+        for collection, error in unreadable:
+            for doc, _ in by_collection.pop(collection):
+                outcome.fail(
+                    doc,
+                    f"item {_label(doc.body['id'])}: its collection {_label(collection)} cannot "
+                    f"be looked up in pgstac ({error_text(error)}); fix the collection id",
+                    is_permanent(error),
+                )
         missing = [c for c in by_collection if c not in existing]
         if missing and self.create_collections_if_missing:
-            with self.conn.transaction():
-                self.loader.load_collections(
-                    iter([minimal_collection(c) for c in missing]), Methods.ignore
-                )
-            logger.info("created placeholder collections", extra={"collections": missing})
+            refused = bisect_load(
+                missing,
+                lambda group: retrying(lambda: self._create_placeholders(group)),
+                retried=True,
+            )
+            for collection, error in refused:
+                for doc, _ in by_collection.pop(collection):
+                    outcome.fail(
+                        doc,
+                        f"item {_label(doc.body['id'])}: could not create a placeholder for its "
+                        f"collection {_label(collection)} ({type(error).__name__}: "
+                        f"{error_text(error)})",
+                        is_permanent(error),
+                    )
+            created = [c for c in missing if c in by_collection]
+            if created:
+                logger.info("created placeholder collections", extra={"collections": created})
             missing = []
         for collection in missing:
             for doc, _ in by_collection.pop(collection):
@@ -193,10 +252,22 @@ class BatchLoader:
                     f"collection '{collection}' does not exist in pgstac (item "
                     f"{doc.body['id']}); load the collection first, or set "
                     "CREATE_COLLECTIONS_IF_MISSING=true",
+                    permanent=False,  # the collection may be on its way: let SQS retry
                 )
         Loader.collection_json.cache_clear()  # another loader may have changed base_item
         for collection, coll_docs in by_collection.items():
-            self._load_collection_items(collection, coll_docs, outcome)
+            try:
+                self._load_collection_items(collection, coll_docs, outcome)
+            except Exception as e:
+                if fails_batch(e):
+                    raise
+                for doc, _ in coll_docs:
+                    outcome.fail(
+                        doc,
+                        f"item {_label(doc.body['id'])} of collection {_label(collection)} "
+                        f"could not be loaded ({type(e).__name__}: {error_text(e)})",
+                        is_permanent(e),
+                    )
 
     def _load_collection_items(
         self, collection: str, docs: Sequence[tuple[Document, Span]], outcome: LoadOutcome
@@ -206,20 +277,35 @@ class BatchLoader:
         entries = [
             Entry(doc, span, partition_name(key, partition_trunc, span.start)) for doc, span in docs
         ]
-        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
-            try:
-                failed = self.writer.write(collection, coll_json, entries)
-                break
-            except psycopg.errors.DeadlockDetected:
-                if attempt == DEADLOCK_ATTEMPTS:
-                    raise
-                time.sleep(random.uniform(0.05, 0.2) * attempt)
-        unconverted = [e for e in entries if e.error is not None]
-        for entry in unconverted:
-            outcome.fail(entry.doc, entry.error)
-        for entry, reason in failed:
-            outcome.fail(entry.doc, f"item {entry.doc.body['id']} rejected by pgstac: {reason}")
-        outcome.items_loaded += len(entries) - len(unconverted) - len(failed)
+        refused: list[tuple[Entry, Exception]] = []
+
+        def write(group: Sequence[Entry]) -> None:
+            # One transaction per call, retried whole on contention; an error that is not an
+            # outage splits the group (bisect_load), so an unexpected one fails its rows alone.
+            refused.extend(retrying(lambda: self.writer.write(collection, coll_json, group)))
+
+        crashed = bisect_load(entries, write, retried=True)
+        failed_ids: set[int] = set()
+        for entry in entries:
+            if entry.error is not None:
+                outcome.fail(entry.doc, entry.error)
+                failed_ids.add(id(entry))
+        for entry, error in refused:
+            outcome.fail(
+                entry.doc,
+                f"item {_label(entry.doc.body['id'])} rejected by pgstac: {error_text(error)}",
+                is_permanent(error),
+            )
+            failed_ids.add(id(entry))
+        for entry, error in crashed:
+            outcome.fail(
+                entry.doc,
+                f"item {_label(entry.doc.body['id'])} could not be loaded "
+                f"({type(error).__name__}: {error_text(error)})",
+                is_permanent(error),
+            )
+            failed_ids.add(id(entry))
+        outcome.items_loaded += len(entries) - len(failed_ids)
 
     # -- the batch ---------------------------------------------------------------------------
 
@@ -233,10 +319,21 @@ class BatchLoader:
         collections = [d for d in docs if d.body.get("type") == "Collection"]
         items = [d for d in docs if d.body.get("type") != "Collection"]
         with paused_gc(), translate_errors("loading"):
-            if collections:
-                self.load_collections(collections, outcome)
-            if items:
-                self.load_items(items, outcome)
+            try:
+                if collections:
+                    self.load_collections(collections, outcome)
+                if items:
+                    self.load_items(items, outcome)
+            except Exception as e:
+                if fails_batch(e):
+                    raise
+                # A bug of ours, not an outage: the undecided messages are retried by SQS
+                # rather than failing the invocation (and every message with it).
+                logger.exception("unexpected error loading a batch")
+                for doc in docs:
+                    outcome.fail(
+                        doc, f"unexpected error ({type(e).__name__}: {error_text(e)})", False
+                    )
         return outcome
 
 

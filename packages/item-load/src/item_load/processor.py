@@ -8,7 +8,6 @@ documents pgstac rejected from the success list to the failure list.
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 from aws_lambda_powertools import Metrics
@@ -17,7 +16,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from ingest_common.errors import IngestError
-from item_load.core import LoadOutcome, load_documents
+from item_load.core import BatchLoader, LoadOutcome
 from item_load.db import ConnectionCache
 from item_load.errors import DatabaseUnavailable
 from item_load.messages import Document
@@ -45,6 +44,19 @@ class BulkLoadProcessor(BatchProcessor):
         self.log = logger or logging.getLogger(__name__)
         self.metrics = metrics
         self._parsed: list[tuple[dict[str, Any], list[Document]]] = []
+        self.batch_loader: BatchLoader | None = None
+
+    def _loader(self) -> BatchLoader:
+        """The BatchLoader of the current connection: built once per connection, not per batch
+        (it checks the pgstac version and holds pypgstac's Loader and its caches)."""
+        conn = self.connections.get()
+        if self.batch_loader is None or self.batch_loader.conn is not conn:
+            self.batch_loader = BatchLoader(
+                conn, self.create_collections_if_missing, self.stats_interval
+            )
+        self.batch_loader.create_collections_if_missing = self.create_collections_if_missing
+        self.batch_loader.writer.stats_interval = self.stats_interval
+        return self.batch_loader
 
     def _prepare(self) -> None:
         super()._prepare()
@@ -63,31 +75,28 @@ class BulkLoadProcessor(BatchProcessor):
         return super().failure_handler(record, exception)
 
     def _fail(self, records: list[dict[str, Any]], reasons: list[str]) -> None:
+        """Move records the load rejected from the success list to Powertools' failure list.
+
+        ``failure_handler`` takes an exc_info triple (Powertools 3's ``ExceptionInfo``; the
+        packages pin ``<4``); one without a traceback is built directly, no raise needed.
+        """
         failed_ids = {r["messageId"] for r in records}
         self.success_messages = [
             m for m in self.success_messages if m["messageId"] not in failed_ids
         ]
         for record, reason in zip(records, reasons, strict=True):
-            try:
-                raise RecordRejected(reason)
-            except RecordRejected:
-                super().failure_handler(SQSRecord(record), sys.exc_info())
+            super().failure_handler(
+                SQSRecord(record), (RecordRejected, RecordRejected(reason), None)
+            )
 
     def _clean(self) -> None:
         docs = [doc for _, record_docs in self._parsed for doc in record_docs]
         try:
-            if docs:
-                outcome = load_documents(
-                    self.connections.get(),
-                    docs,
-                    self.create_collections_if_missing,
-                    self.stats_interval,
-                )
-            else:
-                outcome = LoadOutcome()
+            outcome = self._loader().load(docs) if docs else LoadOutcome()
         except DatabaseUnavailable as e:
             # Nothing here is known to be committed for sure: let SQS deliver every record again.
             self.connections.discard()
+            self.batch_loader = None
             self.log.error(
                 "database unavailable; failing the whole batch", extra={"reason": str(e)}
             )
@@ -96,7 +105,7 @@ class BulkLoadProcessor(BatchProcessor):
             outcome = LoadOutcome()
         else:
             rejected = [
-                (record, outcome.failures[record["messageId"]])
+                (record, outcome.failures[record["messageId"]].reason)
                 for record, _ in self._parsed
                 if record["messageId"] in outcome.failures
             ]

@@ -26,7 +26,7 @@ import psycopg
 from psycopg import sql
 from pypgstac.load import Loader
 
-from item_load.db import is_transient
+from item_load.db import fails_batch, is_outage, is_retryable
 from item_load.messages import Document
 from item_load.rows import CollectionJson, format_row
 from item_load.validation import Span
@@ -90,22 +90,27 @@ def error_text(error: Exception) -> str:
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
-def bisect_load(rows: Sequence[T], load: Callable[[Sequence[T]], None]) -> list[tuple[T, str]]:
+def bisect_load(
+    rows: Sequence[T], load: Callable[[Sequence[T]], None], retried: bool = False
+) -> list[tuple[T, Exception]]:
     """Load rows; when the group fails, split it until the bad rows stand alone.
 
     A group with k bad rows out of n costs about 2·k·log2(n) extra loads instead of n, and every
-    good row still lands. Connection-level errors are not the rows' fault and propagate.
+    good row still lands. Outages are not the rows' fault and propagate; so does contention
+    (deadlock, serialization, lock timeout, check violation), which only re-running the whole
+    transaction resolves, unless ``load`` already did that (``retried``): a check violation
+    that outlasted the retries is then a row's own, and is split out like any other.
     """
     try:
         load(rows)
         return []
     except Exception as e:
-        if is_transient(e):
+        if fails_batch(e) or (is_retryable(e) and not retried):
             raise
         if len(rows) == 1:
-            return [(rows[0], error_text(e))]
+            return [(rows[0], e)]
     mid = len(rows) // 2
-    return bisect_load(rows[:mid], load) + bisect_load(rows[mid:], load)
+    return bisect_load(rows[:mid], load, retried) + bisect_load(rows[mid:], load, retried)
 
 
 class CollectionWriter:
@@ -118,7 +123,7 @@ class CollectionWriter:
 
     def write(
         self, collection: str, coll_json: CollectionJson, entries: Sequence[Entry]
-    ) -> list[tuple[Entry, str]]:
+    ) -> list[tuple[Entry, Exception]]:
         """Upsert ``entries`` in one transaction; returns the rows PostgreSQL refused, and why.
 
         Entries whose row cannot be made get their ``error`` set and are left out. pgstac's
@@ -234,7 +239,7 @@ class CollectionWriter:
 
     def _upsert_partition(
         self, collection: str, name: str, group: list[Entry], bounds: Bounds, covered: bool
-    ) -> list[tuple[Entry, str]]:
+    ) -> list[tuple[Entry, Exception]]:
         """pypgstac's upsert from the staging table; on failure, bisect by staged row ranges.
 
         check_partition runs once for the whole group, in its own savepoint, so bisection does
@@ -248,7 +253,7 @@ class CollectionWriter:
                     self._check_partition(collection, bounds)
                 widened = True
             except psycopg.Error as e:
-                if is_transient(e):
+                if is_outage(e) or is_retryable(e):
                     raise
         upsert = sql.SQL(
             """
