@@ -9,95 +9,28 @@ import ipaddress
 import json
 import os
 import threading
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 import pytest
 from botocore.stub import Stubber
 from factories import item
+from hrefserver import HrefHandler, serving
 from moto import mock_aws
 
 from ingest_common.errors import PermanentError, TransientError
 from item_load import fetch as fetch_module
 from item_load.errors import FetchError, FetchUnavailable, HrefRefused, InvalidMessage
 from item_load.fetch import HrefFetcher, HrefPolicy, non_public_kind
-from item_load.messages import documents_from_message
+from item_load.messages import BatchReader, Parsed, documents_from_message, parse_message
 from item_load.settings import LoadSettings
-
-SECRET_DOC = {"aws_secret_access_key_name": "s3cr3t-value", "Token": "t0ken"}
-
-
-class _Handler(BaseHTTPRequestHandler):
-    """Routes by path: the documents, the tricksters and the redirects of these tests."""
-
-    protocol_version = "HTTP/1.0"
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def _send(self, status: int, body: bytes = b"", **headers: str) -> None:
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key.replace("_", "-"), value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:
-        path, _, query = self.path.partition("?")
-        try:
-            if path == "/item.json":
-                self._send(200, json.dumps(item("served")).encode())
-            elif path == "/secret.json":
-                self._send(200, json.dumps(SECRET_DOC).encode())
-            elif path == "/slow-body":
-                self.send_response(200)
-                self.send_header("Content-Length", "100000")
-                self.end_headers()
-                for _ in range(100000):
-                    self.wfile.write(b" ")
-                    self.wfile.flush()
-                    time.sleep(0.2)
-            elif path == "/slow-headers":
-                self.wfile.write(b"HTTP/1.0 200 OK\r\n")
-                for _ in range(100000):
-                    self.wfile.write(b"X-Drip: 1\r\n")
-                    self.wfile.flush()
-                    time.sleep(0.2)
-            elif path == "/endless":
-                self.send_response(200)
-                self.end_headers()  # no length: the body ends when the connection does
-                block = b" " * 65536
-                while True:
-                    self.wfile.write(block)
-            elif path == "/big-declared":
-                self.send_response(200)
-                self.send_header("Content-Length", str(10 * 1024 * 1024))
-                self.end_headers()
-            elif path == "/redirect":
-                self._send(302, Location=query.removeprefix("to="))
-            elif path == "/loop":
-                self._send(302, Location="/loop")
-            elif path == "/busy":
-                self._send(503)
-            else:
-                self._send(404)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
     """A local HTTP server; yields its base URL (http://127.0.0.1:PORT)."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving() as base:
+        yield base
 
 
 @pytest.fixture
@@ -492,3 +425,62 @@ def test_s3_throttling_and_5xx_are_transient(aws_env, code, status):
         with pytest.raises(FetchUnavailable) as exc:
             HrefFetcher(HrefPolicy(), s3_client_factory=lambda: client)("s3://drop/x.json")
     assert reason(exc) == f"s3://drop/x.json: S3 answered {code}; will retry"
+
+
+# -- one batch's hrefs are read together -------------------------------------------------------
+
+
+@pytest.fixture
+def barrier() -> Iterator[threading.Barrier]:
+    """/barrier/* answers 200 only while 4 requests are in flight at once (else 503 after 5 s)."""
+    HrefHandler.barrier = threading.Barrier(4, timeout=5)
+    HrefHandler.hits = []
+    yield HrefHandler.barrier
+    HrefHandler.barrier.abort()
+
+
+def test_batch_reader_reads_hrefs_concurrently_and_maps_failures(server, barrier, tmp_path):
+    # GIVEN four pointers that only a concurrent reader can satisfy, a refused one, a missing one,
+    # a message that does not parse and an inline item
+    reader = BatchReader(http_fetcher(allow_private_hosts=True), workers=8)
+    entries = {f"p{n}": {"href": f"{server}/barrier/b{n}.json"} for n in range(4)}
+    entries["refused"] = {"href": "/etc/hostname"}
+    entries["missing"] = {"href": f"{server}/missing.json"}
+    entries["busy"] = {"href": f"{server}/busy"}
+    entries["inline"] = item("inline")
+
+    def parse(message_id: str, message: object) -> Parsed:
+        if message_id == "bad":
+            raise InvalidMessage("not a message")
+        return parse_message(message, message_id, None)
+
+    # WHEN the batch is read
+    reader.read([*entries.items(), ("bad", None)], parse)
+    # THEN every pointer's documents come back, each failure with its own record and class
+    assert [d.body["id"] for n in range(4) for d in reader.documents(f"p{n}")] == [
+        "b0",
+        "b1",
+        "b2",
+        "b3",
+    ]
+    assert [d.body["id"] for d in reader.documents("inline")] == ["inline"]
+    with pytest.raises(HrefRefused, match=r"^/etc/hostname: scheme 'file' is not allowed"):
+        reader.documents("refused")
+    with pytest.raises(FetchError, match=r"/missing.json: HTTP 404$"):
+        reader.documents("missing")
+    with pytest.raises(FetchUnavailable, match=r"/busy: HTTP 503; will retry$"):
+        reader.documents("busy")
+    with pytest.raises(InvalidMessage, match=r"^not a message$"):
+        reader.documents("bad")
+
+
+def test_batch_reader_reads_a_shared_href_once(server):
+    HrefHandler.hits = []
+    reader = BatchReader(http_fetcher(allow_private_hosts=True), workers=4)
+    href = {"href": f"{server}/item.json"}
+    reader.read(
+        [("a", href), ("b", href)],
+        lambda message_id, message: parse_message(message, message_id, None),
+    )
+    assert [d.message_id for m in "ab" for d in reader.documents(m)] == ["a", "b"]
+    assert HrefHandler.hits == ["/item.json"]

@@ -19,6 +19,7 @@ from factories import (
     sqs_event,
     sqs_record,
 )
+from hrefserver import HrefHandler, serving
 from moto import mock_aws
 
 from item_load import handler as load_handler
@@ -146,6 +147,32 @@ def test_s3_href_and_s3_event_with_encoded_key(with_collection, load, aws_env, m
         response = load(records)
     assert failed_ids(response) == set()
     assert with_collection.item_ids(COLL) == ["evt", "ptr"]
+
+
+def test_hrefs_of_a_batch_are_read_concurrently(with_collection, load, monkeypatch, caplog):
+    # GIVEN a server whose 4 documents are only served to 4 requests in flight at once
+    # (a reader going one by one gets a 503 after 5 s for each), plus a refused href
+    from item_load.fetch import HrefFetcher, HrefPolicy
+
+    policy = HrefPolicy(schemes=frozenset({"s3", "https", "http"}), allow_private_hosts=True)
+    monkeypatch.setattr(load_handler, "fetcher", HrefFetcher(policy))
+    HrefHandler.barrier = threading.Barrier(4, timeout=5)
+    with serving() as base:
+        pointers = [
+            sqs_record(sns_envelope({"href": f"{base}/barrier/c{n}.json"})) for n in range(4)
+        ]
+        refused = sqs_record(sns_envelope({"href": "/proc/self/environ"}))
+        # WHEN the batch is handled
+        response = load([*pointers, refused])
+        HrefHandler.barrier.abort()
+    # THEN all four land and only the refused record fails, with its own reason
+    assert failed_ids(response) == {refused["messageId"]}
+    assert with_collection.item_ids(COLL) == ["c0", "c1", "c2", "c3"]
+    reasons = {r.message_id: r.reason for r in caplog.records if hasattr(r, "message_id")}
+    assert reasons == {
+        refused["messageId"]: "/proc/self/environ: scheme 'file' is not allowed "
+        "(HREF_SCHEMES=http,https,s3); nothing was read"
+    }
 
 
 def test_s3_event_for_non_stac_object_fails_with_reason(with_collection, load):

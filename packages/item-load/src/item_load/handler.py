@@ -16,7 +16,7 @@ from ingest_common.envelope import unwrap
 from item_load.core import paused_gc
 from item_load.db import ConnectionCache
 from item_load.fetch import HrefFetcher, HrefPolicy
-from item_load.messages import Document, documents_from_message
+from item_load.messages import BatchReader, Document, Parsed, parse_message
 from item_load.processor import BulkLoadProcessor
 from item_load.settings import LoadSettings
 
@@ -35,10 +35,24 @@ processor = BulkLoadProcessor(
 )
 
 
+# The fetcher is looked up per href so tests can swap the module's ``fetcher``.
+reader = BatchReader(lambda href: fetcher(href), settings.href_fetch_workers)
+
+
+def parse_record(message_id: str, record: dict[str, Any]) -> Parsed:
+    """Decode one SQS record's message without reading any href."""
+    envelope = unwrap(record["body"], record.get("attributes", {}).get("SentTimestamp"))
+    return parse_message(envelope.message, message_id, envelope.sent_at)
+
+
+def read_batch(records: list[dict[str, Any]]) -> None:
+    """Parse the whole batch, then read all its hrefs at once (before any record is handled)."""
+    reader.read(((r["messageId"], r) for r in records), parse_record)
+
+
 def record_handler(record: SQSRecord) -> list[Document]:
-    """Parse one record into its documents; raising fails this record alone."""
-    envelope = unwrap(record.body, record.attributes.sent_timestamp)
-    return documents_from_message(envelope.message, record.message_id, envelope.sent_at, fetcher)
+    """The record's documents as ``read_batch`` found them; raising fails this record alone."""
+    return reader.documents(record.message_id)
 
 
 @metrics.log_metrics
@@ -47,8 +61,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Lambda entry point for the ItemLoad queue."""
     started = time.perf_counter()
     with paused_gc():
-        response = process_partial_response(
-            event=event, record_handler=record_handler, processor=processor, context=context
-        )
+        read_batch(event.get("Records") or [])
+        try:
+            response = process_partial_response(
+                event=event, record_handler=record_handler, processor=processor, context=context
+            )
+        finally:
+            reader.clear()
     metrics.add_metric("BatchSeconds", MetricUnit.Seconds, time.perf_counter() - started)
     return response

@@ -44,6 +44,9 @@ class LoadSettings(BaseSettings):
     href_allow_private_hosts: bool = False
     """Let https hrefs reach loopback, link-local, private and other non-public addresses."""
 
+    href_fetch_workers: int = Field(16, ge=1, le=128)
+    """How many hrefs of one batch are read at the same time."""
+
     @field_validator("href_schemes", mode="before")
     @classmethod
     def _split_schemes(cls, value: Any) -> Any:
