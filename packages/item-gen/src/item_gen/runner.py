@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import shlex
 import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from item_gen.errors import PackageFailed, RequestTimedOut
 from item_gen.models import Request
+from item_gen.processes import kill_tree
 from item_gen.settings import GenSettings
 
 STDERR_TAIL = 2000
@@ -76,34 +80,85 @@ def read_output(workdir: Path, destination: Path, request: Request, cmd: list[st
     return doc
 
 
+def _wait(proc: subprocess.Popen, timeout: float) -> bool:
+    """Wait until ``proc`` exits, without reaping it; False if ``timeout`` passed first.
+
+    Not reaping keeps its pid, and so its process group id, from being reused while we kill the
+    group. Waits on the process itself (a pidfd), never on its pipes, which anything it left
+    running may hold open.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # no pidfd (old kernel): poll
+        pidfd = None
+    try:
+        while True:
+            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if pidfd is None:
+                time.sleep(min(0.05, remaining))
+            else:
+                select.select([pidfd], [], [], remaining)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def _output_file() -> int:
+    """An unlinked file for a command's stdout and stderr: nothing can block on a full pipe."""
+    fd, path = tempfile.mkstemp(prefix="stactools-run-", suffix=".log")
+    os.unlink(path)
+    return fd
+
+
+def _tail(fd: int) -> str:
+    size = os.fstat(fd).st_size
+    start = max(0, size - 4 * STDERR_TAIL)
+    return stderr_tail(os.pread(fd, size - start, start).decode(errors="replace"))
+
+
 def run_once(request: Request, settings: GenSettings) -> dict:
     """Run the request's command in a fresh process and return the STAC document it wrote."""
     with tempfile.TemporaryDirectory(prefix="stactools-ingest-") as tmp:
         workdir = Path(tmp)
         destination = destination_in(workdir, request)
         cmd = command_for(request, destination, settings)
-        # Runs in the caller's directory so relative paths in requests mean what the user meant.
-        # A new session lets us kill uvx and the Python it starts together on timeout.
-        proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
+        output = _output_file()
         try:
-            _, stderr = proc.communicate(timeout=settings.request_timeout_seconds)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            raise RequestTimedOut(
-                f"request {request.label}: `{shlex.join(cmd)}` ran longer than "
-                f"{settings.request_timeout_seconds:g} s and was killed; raise "
-                "REQUEST_TIMEOUT_SECONDS if the package is just slow"
-            ) from None
-        if proc.returncode != 0:
-            raise PackageFailed(
-                f"request {request.label}: `{shlex.join(cmd)}` exited {proc.returncode}: "
-                f"{stderr_tail(stderr)}"
+            # Runs in the caller's directory so relative paths in requests mean what the user meant.
+            # A new session lets us kill uvx, the Python it starts and their children together.
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=output,
+                start_new_session=True,
             )
+            finished = False
+            try:
+                finished = _wait(proc, settings.request_timeout_seconds)
+            finally:
+                if not finished:  # timed out (or interrupted): also what left the session
+                    kill_tree(proc.pid)
+                # Whatever the command left running in its process group dies with it.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            if not finished:
+                raise RequestTimedOut(
+                    f"request {request.label}: `{shlex.join(cmd)}` ran longer than "
+                    f"{settings.request_timeout_seconds:g} s and was killed; raise "
+                    "REQUEST_TIMEOUT_SECONDS if the package is just slow"
+                )
+            if proc.returncode != 0:
+                raise PackageFailed(
+                    f"request {request.label}: `{shlex.join(cmd)}` exited {proc.returncode}: "
+                    f"{_tail(output)}"
+                )
+        finally:
+            os.close(output)
         return read_output(workdir, destination, request, cmd)

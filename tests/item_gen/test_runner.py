@@ -1,0 +1,125 @@
+"""The one-shot runner's process handling, with a fake ``uvx`` (a shell script) in its place."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+from item_gen.errors import RequestTimedOut
+from item_gen.models import parse_request
+from item_gen.runner import run_once
+from item_gen.settings import GenSettings
+
+ITEM = {
+    "type": "Feature",
+    "stac_version": "1.0.0",
+    "id": "fake-1",
+    "collection": "fake",
+    "geometry": {"type": "Point", "coordinates": [0, 0]},
+    "properties": {"datetime": "2020-01-01T00:00:00Z"},
+    "links": [],
+    "assets": {},
+}
+
+
+def fake_uvx(tmp_path: Path, body: str) -> Path:
+    """An executable standing in for uvx: ``$PIDS`` collects the pids of what it leaves behind."""
+    script = tmp_path / "uvx"
+    script.write_text(f"#!/bin/bash\nPIDS={tmp_path}/pids\nfor last; do :; done\n{body}\n")
+    script.chmod(0o755)
+    return script
+
+
+def left_behind(tmp_path: Path) -> list[int]:
+    path = tmp_path / "pids"
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for init to reap it counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in "ZX"
+
+
+@pytest.fixture
+def strays(tmp_path):
+    """Whatever the fake left running is killed after the test, whatever the test found."""
+    yield
+    for pid in left_behind(tmp_path):
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def run_in_thread(request, settings, bound: float = 60) -> object:
+    """``run_once``'s result or exception; fails the test if it has not returned in ``bound`` s."""
+    outcome: list[object] = []
+
+    def call() -> None:
+        try:
+            outcome.append(run_once(request, settings))
+        except Exception as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    thread.join(bound)
+    assert outcome, (
+        f"run_once had not returned {bound} s after a {settings.request_timeout_seconds} s timeout"
+    )
+    return outcome[0]
+
+
+def request():
+    return parse_request(
+        {"package_name": "stactools-fake", "group_name": "fake", "request_id": "r1"}
+    )
+
+
+@pytest.mark.parametrize("start", ["", "setsid "], ids=["same-group", "own-session"])
+def test_a_background_process_holding_stdout_does_not_hold_the_request(tmp_path, strays, start):
+    # GIVEN a package that writes its item, leaves a process holding stdout and stderr, and exits
+    item = json.dumps(ITEM)
+    uvx = fake_uvx(
+        tmp_path,
+        f"echo '{item}' > \"$last\"\n{start}sleep 600 &\necho $! >> $PIDS\necho done\nexit 0",
+    )
+    settings = GenSettings(uvx=str(uvx), request_timeout_seconds=5)
+    # WHEN the one-shot runner runs it
+    # THEN the item comes back as soon as the command exits, not after the timeout
+    assert run_in_thread(request(), settings) == ITEM
+    # and a background process of the command's process group is killed with it
+    if not start:
+        [pid] = left_behind(tmp_path)
+        assert not alive(pid)
+
+
+def test_timeout_holds_and_kills_what_the_command_started_even_in_another_session(tmp_path, strays):
+    # GIVEN a package that starts a process in its own session, then hangs
+    uvx = fake_uvx(
+        tmp_path, "setsid sleep 600 &\necho $! >> $PIDS\nsleep 600 &\necho $! >> $PIDS\nwait"
+    )
+    settings = GenSettings(uvx=str(uvx), request_timeout_seconds=1)
+    # WHEN it runs past the timeout
+    error = run_in_thread(request(), settings)
+    # THEN the request times out, and everything it started is killed
+    assert isinstance(error, RequestTimedOut)
+    assert str(error).startswith(f"request r1: `{uvx} --with stactools-fake")
+    assert "ran longer than 1 s and was killed" in str(error)
+    pids = left_behind(tmp_path)
+    assert len(pids) == 2
+    assert [pid for pid in pids if alive(pid)] == []
+
+
+def test_a_failing_command_reports_its_stderr_and_stdout(tmp_path, strays):
+    uvx = fake_uvx(tmp_path, "echo 'to stdout'\necho 'Traceback: boom' >&2\nexit 3")
+    settings = GenSettings(uvx=str(uvx), request_timeout_seconds=5)
+    error = run_in_thread(request(), settings)
+    assert str(error).endswith("exited 3: to stdout\nTraceback: boom")
