@@ -9,6 +9,7 @@ import ipaddress
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 
 import boto3
@@ -484,3 +485,57 @@ def test_batch_reader_reads_a_shared_href_once(server):
     )
     assert [d.message_id for m in "ab" for d in reader.documents(m)] == ["a", "b"]
     assert HrefHandler.hits == ["/item.json"]
+
+
+def test_hrefs_not_started_in_the_batchs_window_are_retried_later(server):
+    # GIVEN one worker, a first href that takes its full 1 s time cap, and two more hrefs,
+    # with half a second of the invocation left for starting reads
+    reader = BatchReader(http_fetcher(allow_private_hosts=True, timeout_seconds=1.0), workers=1)
+    entries = [
+        ("slow", {"href": f"{server}/slow-body"}),
+        ("late1", {"href": f"{server}/item.json"}),
+        ("late2", {"href": f"{server}/item.json?copy=2"}),
+    ]
+    # WHEN the batch is read
+    reader.read(entries, lambda mid, msg: parse_message(msg, mid, None), start_window=0.5)
+    # THEN the slow one fails on its own cap, and the others are not started but retried later
+    with pytest.raises(HrefRefused, match=r"/slow-body: not read within 1 s"):
+        reader.documents("slow")
+    for message_id in ("late1", "late2"):
+        with pytest.raises(FetchUnavailable) as exc:
+            reader.documents(message_id)
+        assert reason(exc).endswith(
+            ": not read, the invocation ran out of time for reading hrefs; will retry"
+        )
+
+
+class _Trickle:
+    """A raw body that hands out one byte per read, slowly: an S3 connection gone bad."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def read(self, amt: int | None = None) -> bytes:
+        time.sleep(0.2)
+        return b" "
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_s3_read_past_the_time_cap_is_transient(aws_env):
+    from botocore.response import StreamingBody
+
+    client = boto3.client("s3", region_name="us-east-1")
+    with Stubber(client) as stub:
+        stub.add_response(
+            "get_object",
+            {"Body": StreamingBody(_Trickle(), 10_000_000), "ContentLength": 10_000_000},
+            {"Bucket": "drop", "Key": "x.json"},
+        )
+        fetcher = HrefFetcher(HrefPolicy(timeout_seconds=0.5), s3_client_factory=lambda: client)
+        with pytest.raises(FetchUnavailable) as exc:
+            fetcher("s3://drop/x.json")
+    assert reason(exc) == (
+        "s3://drop/x.json: not read within 0.5 s (HREF_TIMEOUT_SECONDS); will retry"
+    )

@@ -185,11 +185,11 @@ class HrefFetcher:
             "(HREF_MAX_BYTES); split it into smaller files"
         )
 
-    def _too_slow(self, name: str) -> HrefRefused:
-        return HrefRefused(
-            f"{name}: not read within {self.policy.timeout_seconds:g} s "
-            "(HREF_TIMEOUT_SECONDS); serve it faster or split it"
-        )
+    def _too_slow(self, name: str, transient: bool = False) -> HrefRefused | FetchUnavailable:
+        limit = f"{name}: not read within {self.policy.timeout_seconds:g} s (HREF_TIMEOUT_SECONDS)"
+        if transient:  # S3 is not slow on purpose: a stalled connection is worth another try
+            return FetchUnavailable(f"{limit}; will retry")
+        return HrefRefused(f"{limit}; serve it faster or split it")
 
     def _vet_host(self, host: str, port: int, name: str) -> list[tuple[Any, ...]]:
         """Resolve once and check every address; the caller connects only to these."""
@@ -277,7 +277,8 @@ class HrefFetcher:
             try:
                 if int(obj.get("ContentLength") or 0) > self.policy.max_bytes:
                     raise self._too_big(name)
-                return self._bounded(iter(lambda: body.read(CHUNK), b""), name, deadline)
+                chunks = iter(lambda: body.read(CHUNK), b"")
+                return self._bounded(chunks, name, deadline, transient=True)
             finally:
                 body.close()
         except ClientError as e:
@@ -403,7 +404,9 @@ class HrefFetcher:
 
     # -- shared -------------------------------------------------------------------------------
 
-    def _bounded(self, chunks: Iterator[bytes], name: str, deadline: _Deadline) -> bytes:
+    def _bounded(
+        self, chunks: Iterator[bytes], name: str, deadline: _Deadline, transient: bool = False
+    ) -> bytes:
         """Join chunks, stopping at the byte cap or the deadline, whichever comes first."""
         data = bytearray()
         for chunk in chunks:
@@ -411,9 +414,9 @@ class HrefFetcher:
             if len(data) > self.policy.max_bytes:
                 raise self._too_big(name)
             if deadline.passed:
-                raise self._too_slow(name)
+                raise self._too_slow(name, transient)
         if deadline.passed:  # the watchdog's shutdown looks like an early end of the stream
-            raise self._too_slow(name)
+            raise self._too_slow(name, transient)
         return bytes(data)
 
 

@@ -45,9 +45,16 @@ def parse_record(message_id: str, record: dict[str, Any]) -> Parsed:
     return parse_message(envelope.message, message_id, envelope.sent_at)
 
 
-def read_batch(records: list[dict[str, Any]]) -> None:
-    """Parse the whole batch, then read all its hrefs at once (before any record is handled)."""
-    reader.read(((r["messageId"], r) for r in records), parse_record)
+def read_batch(records: list[dict[str, Any]], context: LambdaContext) -> None:
+    """Parse the whole batch, then read all its hrefs at once (before any record is handled).
+
+    Reads start only while the invocation keeps two href time caps in hand: one for the reads
+    in flight, one for the load; hrefs left over are retried by SQS instead of timing out all.
+    """
+    remaining = context.get_remaining_time_in_millis() / 1000.0
+    cap = settings.href_timeout_seconds
+    window = max(remaining - 2 * cap, min(cap, remaining / 2))
+    reader.read(((r["messageId"], r) for r in records), parse_record, start_window=window)
 
 
 def record_handler(record: SQSRecord) -> list[Document]:
@@ -61,7 +68,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Lambda entry point for the ItemLoad queue."""
     started = time.perf_counter()
     with paused_gc():
-        read_batch(event.get("Records") or [])
+        read_batch(event.get("Records") or [], context)
         try:
             response = process_partial_response(
                 event=event, record_handler=record_handler, processor=processor, context=context

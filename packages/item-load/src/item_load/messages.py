@@ -8,6 +8,7 @@ may actually be read, and how much of them, is the fetcher's policy (``item_load
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from urllib.parse import unquote_plus
 
 import orjson
 
-from item_load.errors import InvalidMessage
+from item_load.errors import FetchUnavailable, InvalidMessage
 from item_load.fetch import HrefFetcher, HrefPolicy, shown
 
 STAC_SUFFIXES = (".json", ".geojson", ".ndjson")
@@ -195,9 +196,19 @@ class BatchReader:
         self._parsed: dict[str, Parsed | BaseException] = {}
         self._fetched: dict[str, bytes | BaseException] = {}
 
-    def read(self, records: Iterable[tuple[str, R]], parse: Callable[[str, R], Parsed]) -> None:
+    def read(
+        self,
+        records: Iterable[tuple[str, R]],
+        parse: Callable[[str, R], Parsed],
+        start_window: float | None = None,
+    ) -> None:
         """Parse each ``(message id, record)`` (``parse`` raising fails that record alone), then
-        read every href the batch names, each once."""
+        read every href the batch names, each once.
+
+        An href not started within ``start_window`` seconds fails with a TransientError, so a
+        batch full of slow hrefs ends in time to load the rest and SQS retries those later.
+        """
+        start_by = None if start_window is None else time.monotonic() + start_window
         self._parsed, self._fetched = {}, {}
         for message_id, record in records:
             try:
@@ -209,12 +220,20 @@ class BatchReader:
                 href for p in self._parsed.values() if isinstance(p, Parsed) for href in p.hrefs
             )
         )
+
+        def read_one(href: str) -> bytes | BaseException:
+            if start_by is not None and time.monotonic() > start_by:
+                return FetchUnavailable(
+                    f"{shown(href)}: not read, the invocation ran out of time for reading "
+                    "hrefs; will retry"
+                )
+            return _read_one(self.fetcher, href)
+
         if len(hrefs) <= 1:
-            self._fetched = {href: _read_one(self.fetcher, href) for href in hrefs}
+            self._fetched = {href: read_one(href) for href in hrefs}
             return
         with ThreadPoolExecutor(min(self.workers, len(hrefs)), "href") as pool:
-            results = pool.map(lambda href: _read_one(self.fetcher, href), hrefs)
-            self._fetched = dict(zip(hrefs, results, strict=True))
+            self._fetched = dict(zip(hrefs, pool.map(read_one, hrefs), strict=True))
 
     def documents(self, message_id: str) -> list[Document]:
         """The documents of one record read by ``read``; raises the error that record met."""
