@@ -73,7 +73,7 @@ def poison(items: list[dict], rate: float) -> tuple[list[dict], int]:
         elif kind == 2:
             doc["geometry"] = {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1]]]}
         elif kind == 3:
-            doc["properties"]["datetime"] = "2020-06-01T00:00:00+20:00"  # PostgreSQL refuses it
+            doc["properties"]["datetime"] = "2020-W23-1T00:00:00Z"  # ISO week date, not RFC 3339
         else:
             doc["properties"]["note"] = "nul\u0000"
         bad += 1

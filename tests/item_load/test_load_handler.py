@@ -253,13 +253,6 @@ def test_copy_failure_in_a_group_isolates_the_bad_item(with_collection, load, ca
     assert dtrange is not None and dtrange.lower.year == 2020
 
 
-def test_utc_offset_postgres_refuses_is_caught_before_copy(with_collection, load, caplog):
-    bad = sqs_record(sns_envelope(item("far-east", dt="2020-06-01T00:00:00+20:00")))
-    assert failed_ids(load([bad, sqs_record(sns_envelope(item("fine")))])) == {bad["messageId"]}
-    assert with_collection.item_ids(COLL) == ["fine"]
-    assert any("UTC offset" in getattr(r, "reason", "") for r in caplog.records)
-
-
 def test_nul_character_is_rejected_before_copy(with_collection, load, caplog):
     broken = item("nul")
     broken["properties"]["note"] = "bad\u0000value"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import psycopg
 import pytest
 from factories import collection, item
 from pypgstac.db import PgstacDB
 from pypgstac.load import Loader, Methods
 
-from item_load.rows import ewkb_hex, format_row
+from item_load.rows import ewkb_hex, format_row, partition_name
+from item_load.validation import check_item
 
 GEOMETRIES = [
     {"type": "Point", "coordinates": [10.5, 45.25]},
@@ -71,10 +74,20 @@ def test_rows_match_pypgstac_format_item(pgstac, item_assets):
         assert None not in [ewkb_hex(d["geometry"]) for d in items]
         with psycopg.connect(pgstac.dsn) as conn:
             for doc in items:
-                ours = format_row(loader, doc, loader.collection_json("rows"))
+                coll_json = loader.collection_json("rows")
+                span = check_item(doc)
+                ours = format_row(loader, doc, coll_json, span)
                 theirs = loader.format_item(doc)
-                assert {k: v for k, v in ours.items() if k != "geometry"} == {
-                    k: v for k, v in theirs.items() if k != "geometry"
+                # pypgstac hands PostgreSQL the datetime text; we hand it the UTC instant
+                # PostgreSQL parses that text to (tests/item_load/test_time.py).
+                for column in ("datetime", "end_datetime"):
+                    assert ours[column] == datetime.fromisoformat(theirs[column])
+                # pypgstac names the partition from the text; for UTC text, that is the same
+                _, key, trunc = coll_json
+                assert partition_name(key, trunc, span.lower) == theirs["partition"]
+                left_out = {"geometry", "datetime", "end_datetime", "partition"}
+                assert {k: v for k, v in ours.items() if k not in left_out} == {
+                    k: v for k, v in theirs.items() if k not in left_out
                 }
                 # the same geometry, however the bytes are spelled
                 same = conn.execute(

@@ -24,6 +24,7 @@ from item_load.messages import Document
 from item_load.rows import partition_name
 from item_load.upsert import CollectionWriter, Entry, bisect_load, error_text
 from item_load.validation import Span, check_item
+from item_load.validation import label as _label
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +85,6 @@ def paused_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def _label(value: Any, width: int = 80) -> str:
-    """An id for a reason text: repr'd (control characters show) and cut to ``width``."""
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _collection_of(doc: Document) -> Any:
@@ -275,7 +270,7 @@ class BatchLoader:
         coll_json = self.loader.collection_json(collection)
         _, key, partition_trunc = coll_json
         entries = [
-            Entry(doc, span, partition_name(key, partition_trunc, span.start)) for doc, span in docs
+            Entry(doc, span, partition_name(key, partition_trunc, span.lower)) for doc, span in docs
         ]
         refused: list[tuple[Entry, Exception]] = []
 

@@ -35,8 +35,12 @@ def connection_kwargs(settings: LoadSettings) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "connect_timeout": settings.connect_timeout,
         "application_name": APPLICATION_NAME,
-        # pypgstac's Loader expects pgstac first on the search path.
-        "options": f"-c search_path=pgstac,public -c lock_timeout={settings.lock_timeout_ms}",
+        # pypgstac's Loader expects pgstac first on the search path; pgstac names partitions
+        # and compares instants in the session's time zone, which must be UTC.
+        "options": (
+            f"-c search_path=pgstac,public -c lock_timeout={settings.lock_timeout_ms} "
+            "-c TimeZone=UTC"
+        ),
         "autocommit": True,
     }
     if settings.pgstac_secret_arn:

@@ -14,12 +14,15 @@ exactly as pypgstac's.
 from __future__ import annotations
 
 import struct
+from datetime import datetime
 from typing import Any
 
 import orjson
 import shapely
 from pypgstac.hydration import apply_marked_keys, dehydrate
 from pypgstac.load import Loader
+
+from item_load.validation import Span
 
 SRID = 4326
 
@@ -124,46 +127,46 @@ def dehydrate_item(base_item: dict[str, Any], item: dict[str, Any]) -> dict[str,
     return out
 
 
-def partition_name(key: int, partition_trunc: str | None, start: str) -> str:
-    """The partition pypgstac puts an item in, from the datetime string it stores."""
+def partition_name(key: int, partition_trunc: str | None, start: datetime) -> str:
+    """The partition pgstac keeps an item in, from its UTC start instant.
+
+    What pgstac's ``partition_name`` computes in a UTC session (``to_char(dt, 'YYYYMM')``).
+    pypgstac's ``format_item`` cuts it from the datetime text instead, which puts
+    ``2020-06-01T05:00:00+08:00`` (May 31st in UTC) in June's partition, where PostgreSQL
+    refuses the row.
+    """
     if partition_trunc == "year":
-        return f"_items_{key}_{start.replace('-', '')[:4]}"
+        return f"_items_{key}_{start.year:04d}"
     if partition_trunc == "month":
-        return f"_items_{key}_{start.replace('-', '')[:6]}"
+        return f"_items_{key}_{start.year:04d}{start.month:02d}"
     return f"_items_{key}"
 
 
 CollectionJson = tuple[dict[str, Any], int, str | None]
 
 
-def format_row(loader: Loader, item: dict[str, Any], collection: CollectionJson) -> dict[str, Any]:
+def format_row(
+    loader: Loader, item: dict[str, Any], collection: CollectionJson, span: Span
+) -> dict[str, Any]:
     """One item as a row; ``collection`` is ``loader.collection_json`` of its collection.
 
+    ``span`` is the item's time span as ``check_item`` parsed it: the datetime columns get the
+    UTC instants, so PostgreSQL never parses the text (nor reads it in its session time zone).
     An item whose geometry neither struct nor GEOS reads goes through pypgstac's own
     ``format_item``, so its error reads exactly as pypgstac's.
     """
     geometry = ewkb_hex(item.get("geometry"))
     if geometry is None:
-        return loader.format_item(item)
-    base_item, key, partition_trunc = collection
-    properties = item.get("properties", {})
-    dt, edt, sdt = (properties.get(k) for k in ("datetime", "end_datetime", "start_datetime"))
-    if edt is not None and sdt is not None:
-        start, end = sdt, edt
-    elif dt is not None:
-        start, end = dt, dt
-    else:
-        raise ValueError("Invalid datetime encountered")
-    content = dehydrate_item(base_item, item)
+        geometry = loader.format_item(item)["geometry"]
+    content = dehydrate_item(collection[0], item)
     for stored_in_columns in ("id", "collection", "geometry"):
         content.pop(stored_in_columns, None)
     private = content.pop("private", None)
     return {
         "id": item.get("id"),
         "collection": item.get("collection"),
-        "datetime": start,
-        "end_datetime": end,
-        "partition": partition_name(key, partition_trunc, start),
+        "datetime": span.lower,
+        "end_datetime": span.upper,
         "geometry": geometry,
         "content": orjson.dumps(content).decode(),
         "private": orjson.dumps(private).decode() if private is not None else None,

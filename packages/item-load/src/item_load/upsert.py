@@ -136,8 +136,12 @@ class CollectionWriter:
         for seq, entry in enumerate(entries):
             entry.seq = seq
         with self.conn.transaction():
+            # UTC for this transaction whatever connection we were given: pgstac names the
+            # partitions check_partition makes with to_char() in the session's time zone.
             self.conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtext('stactools-ingest:' || %s))", (collection,)
+                "SELECT pg_advisory_xact_lock(hashtext('stactools-ingest:' || %s)), "
+                "set_config('TimeZone', 'UTC', true)",
+                (collection,),
             )
             self._prepare_staging_table()
             failed = bisect_load(entries, lambda group: self._stage(coll_json, group))
@@ -177,7 +181,7 @@ class CollectionWriter:
         for entry in entries:
             if entry.row is None and entry.error is None:
                 try:
-                    row = format_row(self.loader, entry.doc.body, coll_json)
+                    row = format_row(self.loader, entry.doc.body, coll_json, entry.span)
                     if "\\u0000" in row["content"]:
                         # Valid JSON, but PostgreSQL's jsonb refuses NUL; catching it here saves
                         # bisecting a whole COPY for it.
@@ -315,5 +319,5 @@ class CollectionWriter:
             DELETE FROM items i USING unnest(%s::text[], %s::timestamptz[]) AS n(id, dt)
             WHERE i.collection = %s AND i.id = n.id AND i.datetime <> n.dt
             """,
-            ([e.doc.body["id"] for e in loaded], [e.span.start for e in loaded], collection),
+            ([e.doc.body["id"] for e in loaded], [e.span.lower for e in loaded], collection),
         )
