@@ -255,3 +255,31 @@ def test_dlq_list_and_redrive_on_the_stack(deployed):  # noqa: F811
     assert redriven.stdout == "redrove 1 messages\n"
     assert [json.loads(b) for b in deployed.drain("load")] == [item("i1", "glad")]
     assert deployed.depth("gen", "dlq") == 1
+
+
+def test_dlq_list_on_the_stack_shows_the_full_reason(deployed):  # noqa: F811
+    from stactools_ingest import cli
+
+    cli._register()
+    # GIVEN a record a stage dead-lettered itself, with its reason and cause line
+    reason = (
+        "request stactools-x/x a.tif: stac x create-item exited 2 " + "detail " * 40 + "\n"
+        "caused by: FileNotFoundError: a.tif"
+    )
+    deployed.sqs.send_message(
+        QueueUrl=deployed.url("gen", "dlq"),
+        MessageBody=json.dumps(REQUEST),
+        MessageAttributes={
+            "error": {"DataType": "String", "StringValue": reason},
+            "stage": {"DataType": "String", "StringValue": "item-gen"},
+        },
+    )
+    # WHEN listed, as text and as JSON
+    text = invoke(cli.cli, ["dlq", "list", "--stack", STACK, "--stage", "gen"])
+    as_json = invoke(cli.cli, ["dlq", "list", "--stack", STACK, "--stage", "gen", "--json"])
+    # THEN the whole reason is shown, the cause line included
+    assert text.exit_code == 0, text.output
+    assert "caused by: FileNotFoundError: a.tif" in text.stdout
+    assert "detail " * 40 in text.stdout
+    [row] = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert row["reason"] == reason

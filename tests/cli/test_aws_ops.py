@@ -199,7 +199,14 @@ def test_list_dead_letters_peeks_without_consuming(deployed):
         *(("gen", b) for b in gen),
         *(("load", b) for b in load),
     ]
-    assert set(letters[0]) == {"stage", "message_id", "body", "receive_count", "sent_at"}
+    assert set(letters[0]) == {
+        "stage",
+        "message_id",
+        "body",
+        "receive_count",
+        "sent_at",
+        "reason",
+    }
     assert letters[0]["receive_count"] == 1
     assert letters[0]["sent_at"].endswith("+00:00")
     assert len({d["message_id"] for d in letters}) == 15

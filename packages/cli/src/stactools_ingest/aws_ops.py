@@ -192,6 +192,7 @@ def list_dead_letters(
                 for m in new:
                     seen.add(m["MessageId"])
                     attributes = m.get("Attributes", {})
+                    error = m.get("MessageAttributes", {}).get("error", {})
                     found.append(
                         {
                             "stage": name,
@@ -199,6 +200,9 @@ def list_dead_letters(
                             "body": m["Body"],
                             "receive_count": int(attributes.get("ApproximateReceiveCount", 0)),
                             "sent_at": _iso_ms(attributes.get("SentTimestamp")),
+                            # set when the stage dead-lettered it itself; None after SQS's
+                            # redrive policy moved it (the reason is then in the logs)
+                            "reason": error.get("StringValue"),
                         }
                     )
         finally:

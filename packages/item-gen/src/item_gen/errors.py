@@ -13,8 +13,13 @@ class PackageFailed(PermanentError):
     """The stactools command exited non-zero or produced no usable STAC JSON."""
 
 
-class RequestTimedOut(PermanentError):
-    """The stactools command ran past the per-request timeout and was killed."""
+class RequestTimedOut(TransientError):
+    """The stactools command ran past the per-request timeout and was killed.
+
+    Transient: a slow source (S3, HTTP), a cold package environment or a busy host can make a
+    request that normally fits run over, so SQS retries it; one that always times out reaches
+    the DLQ through the queue's redrive policy after its receives.
+    """
 
 
 class PayloadTooLarge(PermanentError):

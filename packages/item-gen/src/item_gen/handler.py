@@ -9,14 +9,11 @@ import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
+from aws_lambda_powertools.utilities.batch import process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from ingest_common.dead_letter import DeadLetteringProcessor, DeadLetterQueue
 from ingest_common.envelope import unwrap
 from item_gen.core import generate
 from item_gen.models import parse_request
@@ -27,7 +24,8 @@ from item_gen.warm import runner_for
 settings = GenSettings()
 logger = Logger(service="item-gen")
 metrics = Metrics(namespace="stactools-ingest", service="item-gen")
-processor = BatchProcessor(EventType.SQS, raise_on_entire_batch_failure=False)
+# Requests that can never succeed (PermanentError) go to the DLQ at once, not after 5 receives.
+processor = DeadLetteringProcessor(DeadLetterQueue(settings.dead_letter_queue_url, "item-gen"))
 copy_config_to_registered_loggers(source_logger=logger, include={"item_gen"})
 
 

@@ -30,3 +30,7 @@ class GenSettings(BaseSettings):
 
     warm_workers_per_env: int = 2
     """At most this many warm processes per environment, started only when threads run at once."""
+
+    dead_letter_queue_url: str | None = None
+    """The stage's DLQ: requests that can never succeed are sent there at once (body unchanged,
+    attributes ``error`` and ``stage``); unset, they are retried by SQS until its redrive."""

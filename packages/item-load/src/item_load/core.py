@@ -54,8 +54,11 @@ class LoadOutcome:
     collections_loaded: int = 0
 
     def fail(self, doc: Document, reason: str, permanent: bool = True) -> None:
-        """Mark a document's message failed; the first reason per message is kept."""
-        self.failures.setdefault(doc.message_id, Failure(reason, permanent))
+        """Mark a document's message failed; its first reason is kept, or its first permanent
+        one: a message with one document that can never load can never succeed."""
+        known = self.failures.get(doc.message_id)
+        if known is None or (permanent and not known.permanent):
+            self.failures[doc.message_id] = Failure(reason, permanent)
         logger.warning(
             "rejected %s %s",
             doc.body.get("type"),

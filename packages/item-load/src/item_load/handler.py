@@ -12,6 +12,7 @@ from aws_lambda_powertools.utilities.batch import process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from ingest_common.dead_letter import DeadLetterQueue
 from ingest_common.envelope import unwrap
 from item_load.core import paused_gc
 from item_load.db import ConnectionCache
@@ -32,6 +33,7 @@ processor = BulkLoadProcessor(
     logger=logger,
     metrics=metrics,
     stats_interval=settings.partition_stats_interval_seconds,
+    dead_letters=DeadLetterQueue(settings.dead_letter_queue_url, "item-load"),
 )
 
 

@@ -2,19 +2,19 @@
 
 The record handler only parses (so a malformed record fails alone, the Powertools way); the
 clean-up step then runs one bulk load for every parsed record and moves the records whose
-documents pgstac rejected from the success list to the failure list.
+documents pgstac rejected from the success list to the failure list. Records that can never
+succeed (a PermanentError while parsing, a permanent load Failure) go to the DLQ at once.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
+from ingest_common.dead_letter import DeadLetteringProcessor, DeadLetterQueue
 from ingest_common.errors import IngestError
 from item_load.core import BatchLoader, LoadOutcome
 from item_load.db import ConnectionCache
@@ -26,7 +26,7 @@ class RecordRejected(IngestError):
     """Raised into Powertools' failure bookkeeping for a record whose documents were rejected."""
 
 
-class BulkLoadProcessor(BatchProcessor):
+class BulkLoadProcessor(DeadLetteringProcessor):
     """Collects parsed documents per record, loads them all in ``_clean``, reports per record."""
 
     def __init__(
@@ -36,12 +36,12 @@ class BulkLoadProcessor(BatchProcessor):
         logger: Any = None,
         metrics: Metrics | None = None,
         stats_interval: float = 60.0,
+        dead_letters: DeadLetterQueue | None = None,
     ) -> None:
-        super().__init__(EventType.SQS, raise_on_entire_batch_failure=False, logger=None)
+        super().__init__(dead_letters or DeadLetterQueue(None, "item-load"), logger)
         self.connections = connections
         self.create_collections_if_missing = create_collections_if_missing
         self.stats_interval = stats_interval
-        self.log = logger or logging.getLogger(__name__)
         self.metrics = metrics
         self._parsed: list[tuple[dict[str, Any], list[Document]]] = []
         self.batch_loader: BatchLoader | None = None
@@ -105,17 +105,23 @@ class BulkLoadProcessor(BatchProcessor):
             outcome = LoadOutcome()
         else:
             rejected = [
-                (record, outcome.failures[record["messageId"]].reason)
+                (record, outcome.failures[record["messageId"]])
                 for record, _ in self._parsed
                 if record["messageId"] in outcome.failures
             ]
             if rejected:
-                self._fail([r for r, _ in rejected], [reason for _, reason in rejected])
+                self._fail([r for r, _ in rejected], [f.reason for _, f in rejected])
+            for record, failure in rejected:
+                if failure.permanent:
+                    self.dead_letter(record, failure.reason)
+        self._parsed = []  # free the batch's documents now, not at the next invocation
+        super()._clean()  # dead-letters, then reports what is left to SQS
         if self.metrics is not None:
             self.metrics.add_metric("ItemsLoaded", MetricUnit.Count, outcome.items_loaded)
             self.metrics.add_metric(
                 "CollectionsLoaded", MetricUnit.Count, outcome.collections_loaded
             )
             self.metrics.add_metric("RecordsFailed", MetricUnit.Count, len(self.fail_messages))
-        self._parsed = []  # free the batch's documents now, not at the next invocation
-        super()._clean()
+            self.metrics.add_metric(
+                "RecordsDeadLettered", MetricUnit.Count, len(self.dead_lettered)
+            )

@@ -63,3 +63,7 @@ class LoadSettings(BaseSettings):
                 )
             return schemes
         return value
+
+    dead_letter_queue_url: str | None = None
+    """The stage's DLQ: records that can never succeed are sent there at once (body unchanged,
+    attributes ``error`` and ``stage``); unset, they are retried by SQS until its redrive."""

@@ -47,6 +47,8 @@ def list_(stack: str | None, dsn: str | None, stage: str | None, as_json: bool) 
                     f"{row['stage']}\t{row['message_id']}\treceives={row['receive_count']}\t"
                     f"{_one_line(row['body'], 120)}"
                 )
+                for line in (row["reason"] or "").splitlines():  # in full: cause lines too
+                    click.echo(f"\t{line}")
         click.echo(f"{len(rows)} dead letters", err=True)
         return
     letters = _local(dsn).dead_letters(stage)
