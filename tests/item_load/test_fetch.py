@@ -539,3 +539,13 @@ def test_s3_read_past_the_time_cap_is_transient(aws_env):
     assert reason(exc) == (
         "s3://drop/x.json: not read within 0.5 s (HREF_TIMEOUT_SECONDS); will retry"
     )
+
+
+def test_malformed_redirect_location_is_a_clear_permanent_error(server, loopback_is_public):
+    with pytest.raises(FetchError) as exc:
+        http_fetcher()(f"{server}/redirect?to=http://[::1")
+    assert type(exc.value) is FetchError
+    assert reason(exc) == (
+        f"{server}/redirect?…: redirected to a malformed href (Invalid IPv6 URL); "
+        "nothing was read"
+    )

@@ -318,8 +318,11 @@ class HrefFetcher:
                     raise FetchError(f"{label}: HTTP {status} without a Location")
                 try:
                     url = urljoin(url, location)
-                except ValueError:
-                    raise FetchError(f"{label}: malformed redirect Location") from None
+                    urlsplit(url).port  # noqa: B018 - raises ValueError for a bad port
+                except ValueError as e:
+                    raise FetchError(
+                        f"{name}: redirected to a malformed href ({e}); nothing was read"
+                    ) from None
                 continue
             if status == 200:
                 return body

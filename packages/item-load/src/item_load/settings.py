@@ -38,7 +38,7 @@ class LoadSettings(BaseSettings):
     href_max_bytes: int = Field(256 * 1024 * 1024, gt=0)
     """Largest document an href may point at; a longer one is refused while it is being read."""
 
-    href_timeout_seconds: float = Field(60.0, gt=0)
+    href_timeout_seconds: float = Field(60.0, gt=0, le=900)
     """Total time one href may take (resolve, connect, redirects, body), however it trickles."""
 
     href_allow_private_hosts: bool = False
