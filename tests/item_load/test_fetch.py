@@ -546,6 +546,5 @@ def test_malformed_redirect_location_is_a_clear_permanent_error(server, loopback
         http_fetcher()(f"{server}/redirect?to=http://[::1")
     assert type(exc.value) is FetchError
     assert reason(exc) == (
-        f"{server}/redirect?…: redirected to a malformed href (Invalid IPv6 URL); "
-        "nothing was read"
+        f"{server}/redirect?…: redirected to a malformed href (Invalid IPv6 URL); nothing was read"
     )
