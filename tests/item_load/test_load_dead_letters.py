@@ -172,3 +172,31 @@ def test_a_message_with_any_permanent_failure_is_dead_lettered(with_collection, 
     # THEN it is dead-lettered at once, with the permanent reason
     [letter] = dead_letters(sqs, dlq_url)
     assert letter["body"] == rec["body"] and "0x00" in letter["error"]
+
+
+def test_refused_and_missing_hrefs_are_dead_lettered_unavailable_ones_retry(
+    with_collection, load, sqs, dlq_url, monkeypatch
+):
+    from hrefserver import serving
+
+    from item_load.fetch import HrefFetcher, HrefPolicy
+
+    policy = HrefPolicy(schemes=frozenset({"s3", "https", "http"}), allow_private_hosts=True)
+    monkeypatch.setattr(load_handler, "fetcher", HrefFetcher(policy))
+    with serving() as base:
+        # GIVEN a refused href, a missing document, a server that is busy, and a good item
+        refused = sqs_record(sns_envelope({"href": "file:///proc/self/environ"}))
+        missing = sqs_record(sns_envelope({"href": f"{base}/missing.json"}))
+        busy = sqs_record(sns_envelope({"href": f"{base}/busy"}))
+        good = sqs_record(sns_envelope(item("ok")))
+        # WHEN the batch is handled
+        response = load([refused, missing, busy, good])
+    # THEN only the busy one is left to SQS; the two that can never succeed are dead-lettered
+    assert failed_ids(response) == {busy["messageId"]}
+    assert with_collection.item_ids(COLL) == ["ok"]
+    letters = {d["body"]: d["error"] for d in dead_letters(sqs, dlq_url)}
+    assert letters == {
+        refused["body"]: "file:///proc/self/environ: scheme 'file' is not allowed "
+        "(HREF_SCHEMES=http,https,s3); nothing was read",
+        missing["body"]: f"{base}/missing.json: HTTP 404",
+    }
