@@ -188,3 +188,38 @@ def test_one_loader_per_connection(with_collection, load):
     # THEN they share one BatchLoader, whose PgstacDB never built a connection pool
     assert first is not None and load_handler.processor.batch_loader is first
     assert first.loader.db.pool is None
+
+
+def test_lock_timeout_retried_then_fails_the_batch_as_an_outage(
+    with_collection, load, monkeypatch, caplog
+):
+    # GIVEN another loader holding the collection's lock past our lock_timeout
+    settings = load_handler.connections.settings
+    monkeypatch.setattr(
+        load_handler.connections, "settings", settings.model_copy(update={"lock_timeout_ms": 50})
+    )
+    load_handler.connections.discard()
+    records = [sqs_record(sns_envelope(item(f"l{n}")), message_id=f"l{n}") for n in range(3)]
+    with with_collection.connect() as other:
+        other.execute("SELECT pg_advisory_lock(hashtext('stactools-ingest:' || %s))", (COLL,))
+        # WHEN a batch arrives, its retries (tenacity) run out
+        response = load(records)
+    # THEN the transaction was retried, then no record is blamed: all are left to SQS
+    retries = [r for r in caplog.records if getattr(r, "sqlstate", None) == "55P03"]
+    assert [r.attempt for r in retries] == list(range(1, db.RETRY_ATTEMPTS))
+    assert failed_ids(response) == {"l0", "l1", "l2"}
+    assert with_collection.item_ids(COLL) == []
+    # AND once the lock is free the retry lands them
+    assert failed_ids(load(records)) == set()
+    assert with_collection.item_ids(COLL) == ["l0", "l1", "l2"]
+
+
+def test_collections_pgstac_refuses_fail_alone(pgstac, load, caplog):
+    nul = sqs_record(sns_envelope(collection("bad\u0000id")), message_id="nul")
+    huge = sqs_record(sns_envelope(collection(_incompressible_text(3000))), message_id="huge")
+    good = sqs_record(sns_envelope(collection("fine")), message_id="good")
+    item_of_good = sqs_record(sns_envelope(item("i", "fine")), message_id="item")
+    response = load([nul, huge, good, item_of_good])
+    assert failed_ids(response) == {"nul", "huge"}
+    assert pgstac.item_ids("fine") == ["i"]
+    assert "index row" in _reasons(caplog, "huge")[0]

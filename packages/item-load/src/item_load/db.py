@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from functools import cache
@@ -10,7 +11,14 @@ from typing import Any, TypeVar
 
 import psycopg
 from pypgstac.db import PgstacDB
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 from ingest_common.errors import PermanentError
 from item_load.errors import DatabaseUnavailable
@@ -19,6 +27,7 @@ from item_load.settings import LoadSettings
 APPLICATION_NAME = "stactools-ingest-load"
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 @cache
@@ -69,6 +78,7 @@ _RETRYABLE_STATES = frozenset(
     {SERIALIZATION_FAILURE, DEADLOCK, CHECK_VIOLATION, LOCK_NOT_AVAILABLE}
 )
 RETRY_ATTEMPTS = 4
+RETRY_SECONDS = 20.0
 
 
 def _sqlstate(error: BaseException) -> str | None:
@@ -104,16 +114,31 @@ def fails_batch(error: BaseException) -> bool:
     return is_outage(error) or (is_retryable(error) and _sqlstate(error) != CHECK_VIOLATION)
 
 
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    logger.warning(
+        "contention in pgstac; retrying the transaction",
+        extra={
+            "attempt": state.attempt_number,
+            "sqlstate": _sqlstate(error) if error else None,
+            "reason": str(error).strip(),
+        },
+    )
+
+
 def retrying(fn: Callable[[], T], attempts: int = RETRY_ATTEMPTS) -> T:
     """``fn()``, retried on contention with jittered exponential backoff; re-raises when exhausted.
 
     ``fn`` must be a whole transaction: a deadlock or serialization failure is resolved only by
-    running the transaction again, not a statement inside it.
+    running the transaction again, not a statement inside it. Retries stop after
+    ``RETRY_SECONDS`` too: a lock wait that already took that long (LOCK_TIMEOUT_MS) is left to
+    SQS's retry rather than eating the invocation's time.
     """
     for attempt in Retrying(
-        stop=stop_after_attempt(attempts),
+        stop=stop_after_attempt(attempts) | stop_after_delay(RETRY_SECONDS),
         wait=wait_random_exponential(multiplier=0.05, max=2.0),
         retry=retry_if_exception(is_retryable),
+        before_sleep=_log_retry,
         reraise=True,
     ):
         with attempt:
