@@ -19,9 +19,10 @@ import psycopg
 from pypgstac.load import Loader, Methods
 
 from item_load.db import ConnectionPgstacDB, fails_batch, is_permanent, retrying, translate_errors
-from item_load.errors import InvalidItem
+from item_load.errors import DatabaseUnavailable, InvalidItem
 from item_load.messages import Document
 from item_load.rows import partition_name
+from item_load.schema import ensure_schema
 from item_load.upsert import CollectionWriter, Entry, bisect_load, error_text
 from item_load.validation import Span, check_item
 from item_load.validation import label as _label
@@ -47,11 +48,18 @@ class Failure:
 
 @dataclass
 class LoadOutcome:
-    """What happened to a batch: failed message ids with their reasons, and counts."""
+    """What happened to a batch: failed message ids with their reasons, and counts.
+
+    ``superseded`` counts documents (items and collections) that succeeded without changing
+    anything because pgstac holds, or the batch carried, content from a newer message.
+    """
 
     failures: dict[str, Failure] = field(default_factory=dict)
     items_loaded: int = 0
     collections_loaded: int = 0
+    superseded: int = 0
+    # Why each failed document failed, by id(document): a message may carry many documents.
+    document_failures: dict[int, str] = field(default_factory=dict, repr=False)
 
     def fail(self, doc: Document, reason: str, permanent: bool = True) -> None:
         """Mark a document's message failed; its first reason is kept, or its first permanent
@@ -59,6 +67,7 @@ class LoadOutcome:
         known = self.failures.get(doc.message_id)
         if known is None or (permanent and not known.permanent):
             self.failures[doc.message_id] = Failure(reason, permanent)
+        self.document_failures.setdefault(id(doc), reason)
         logger.warning(
             "rejected %s %s",
             doc.body.get("type"),
@@ -115,15 +124,45 @@ def minimal_collection(collection_id: str) -> dict[str, Any]:
     }
 
 
-def _newest(docs: Iterable[Document], key: Callable[[Document], Any]) -> list[Document]:
-    """Keep one document per key: the newest by send time, later in the batch on a tie."""
+def _newest(
+    docs: Iterable[Document], key: Callable[[Document], Any]
+) -> tuple[list[Document], list[tuple[Document, Document]]]:
+    """One document per key: the newest by send time, later in the batch on a tie.
+
+    Returns the winners, and each older copy with the winner that displaced it. (Within a
+    batch a copy with a send time beats one without; across batches none counts as now.)
+    """
     best: dict[Any, tuple[float, int, Document]] = {}
     for n, doc in enumerate(docs):
         k = key(doc)
         rank = (doc.sent_at if doc.sent_at is not None else float("-inf"), n)
         if k not in best or rank >= best[k][:2]:
             best[k] = (*rank, doc)
-    return [entry[2] for entry in best.values()]
+    winners = {k: entry[2] for k, entry in best.items()}
+    losers = [(doc, winners[key(doc)]) for doc in docs if winners[key(doc)] is not doc]
+    return list(winners.values()), losers
+
+
+def _settle_older_copies(
+    losers: Sequence[tuple[Document, Document]], outcome: LoadOutcome, kind: str
+) -> None:
+    """An older copy succeeds (superseded) if its newer copy did; otherwise it fails too.
+
+    It must not be reported loaded when it was not: it is retried, and loads then unless a
+    newer copy has landed meanwhile.
+    """
+    for loser, winner in losers:
+        reason = outcome.document_failures.get(id(winner))
+        if reason is None:
+            outcome.superseded += 1
+            continue
+        outcome.fail(
+            loser,
+            f"{kind} {_label(loser.body.get('id'))}: a newer copy in message "
+            f"{_label(winner.message_id)} was not loaded ({reason}); this older copy was not "
+            "loaded either and will be retried",
+            permanent=False,
+        )
 
 
 class BatchLoader:
@@ -144,12 +183,48 @@ class BatchLoader:
             with translate_errors("checking the pgstac version"):
                 self.loader.check_version()
             _version_checked.add(conn)
+        try:
+            ensure_schema(conn)
+        except psycopg.Error as e:
+            # Not any record's fault: the deployment cannot hold the newest-wins table.
+            raise DatabaseUnavailable(
+                f"cannot create the stactools_ingest tables ({error_text(e)}); grant this role "
+                "CREATE on the database, or run item_load.schema.DDL once as an owner"
+            ) from e
 
     # -- collections -------------------------------------------------------------------------
 
-    def _upsert_collections(self, docs: Sequence[Document], mode: Methods) -> None:
+    def _upsert_collections(
+        self, docs: Sequence[Document], mode: Methods, superseded: set[int]
+    ) -> None:
+        """Upsert the collections not older than what pgstac holds; mark the rest superseded.
+
+        The claim (``applied_collections``) and the upsert share one transaction: a refused
+        collection leaves no claim behind, and the row lock orders concurrent loaders.
+        """
         with self.conn.transaction():
-            self.loader.load_collections(iter([d.body for d in docs]), mode)
+            claimed = {
+                row[0]
+                for row in self.conn.execute(
+                    """
+                    INSERT INTO stactools_ingest.applied_collections AS a (id, sent_at)
+                    SELECT n.id, coalesce(to_timestamp(n.sent), now())
+                    FROM unnest(%s::text[], %s::float8[]) AS n(id, sent)
+                    ON CONFLICT (id) DO UPDATE SET sent_at = EXCLUDED.sent_at
+                    WHERE a.sent_at <= EXCLUDED.sent_at
+                    RETURNING id
+                    """,
+                    ([d.body["id"] for d in docs], [d.sent_at for d in docs]),
+                )
+            }
+            for doc in docs:
+                if doc.body["id"] in claimed:
+                    superseded.discard(id(doc))
+                else:
+                    superseded.add(id(doc))
+            fresh = [d.body for d in docs if d.body["id"] in claimed]
+            if fresh:
+                self.loader.load_collections(iter(fresh), mode)
 
     def load_collections(self, docs: Sequence[Document], outcome: LoadOutcome) -> None:
         """Upsert collections first, so items of the same batch find them."""
@@ -159,21 +234,27 @@ class BatchLoader:
                 outcome.fail(doc, "collection has no 'id' string")
             else:
                 valid.append(doc)
-        winners = _newest(valid, lambda d: d.body["id"])
+        winners, losers = _newest(valid, lambda d: d.body["id"])
         if not winners:
             return
+        superseded: set[int] = set()
         failed = bisect_load(
             winners,
-            lambda rows: retrying(lambda: self._upsert_collections(rows, Methods.upsert)),
+            lambda rows: retrying(
+                lambda: self._upsert_collections(rows, Methods.upsert, superseded)
+            ),
             retried=True,
         )
         for doc, error in failed:
+            superseded.discard(id(doc))
             outcome.fail(
                 doc,
                 f"collection {_label(doc.body['id'])} rejected by pgstac: {error_text(error)}",
                 is_permanent(error),
             )
-        outcome.collections_loaded += len(winners) - len(failed)
+        outcome.superseded += len(superseded)
+        outcome.collections_loaded += len(winners) - len(failed) - len(superseded)
+        _settle_older_copies(losers, outcome, "collection")
 
     def _existing_collections(
         self, ids: Iterable[str]
@@ -208,7 +289,7 @@ class BatchLoader:
             except InvalidItem as e:
                 outcome.fail(doc, str(e))
         candidates = [doc for doc in docs if id(doc) in spans]
-        winners = _newest(candidates, lambda d: (d.body["collection"], d.body["id"]))
+        winners, losers = _newest(candidates, lambda d: (d.body["collection"], d.body["id"]))
 
         by_collection: dict[str, list[tuple[Document, Span]]] = defaultdict(list)
         for doc in winners:
@@ -266,6 +347,7 @@ class BatchLoader:
                         f"could not be loaded ({type(e).__name__}: {error_text(e)})",
                         is_permanent(e),
                     )
+        _settle_older_copies(losers, outcome, "item")
 
     def _load_collection_items(
         self, collection: str, docs: Sequence[tuple[Document, Span]], outcome: LoadOutcome
@@ -303,7 +385,9 @@ class BatchLoader:
                 is_permanent(error),
             )
             failed_ids.add(id(entry))
-        outcome.items_loaded += len(entries) - len(failed_ids)
+        superseded = sum(1 for e in entries if e.superseded and id(e) not in failed_ids)
+        outcome.superseded += superseded
+        outcome.items_loaded += len(entries) - len(failed_ids) - superseded
 
     # -- the batch ---------------------------------------------------------------------------
 

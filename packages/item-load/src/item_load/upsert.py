@@ -50,6 +50,7 @@ class Entry:
     seq: int = 0
     row: tuple[Any, ...] | None = None  # once made; the document's body is released then
     error: str | None = None
+    superseded: bool = False  # pgstac holds content from a newer message: nothing to do
 
 
 def _holds(bounds: tuple[Any, ...], low: datetime, high: datetime) -> bool:
@@ -126,15 +127,15 @@ class CollectionWriter:
     ) -> list[tuple[Entry, Exception]]:
         """Upsert ``entries`` in one transaction; returns the rows PostgreSQL refused, and why.
 
-        Entries whose row cannot be made get their ``error`` set and are left out. pgstac's
+        Entries whose row cannot be made get their ``error`` set and are left out; entries
+        older than what pgstac holds get ``superseded`` set and are left out too. pgstac's
         partition maintenance (check_partition) deadlocks when two sessions create or widen the
         same collection's partitions at once; a transaction-scoped advisory lock per collection
         makes concurrent loaders of one collection take turns, while loaders of different
-        collections still run in parallel.
+        collections still run in parallel. The same lock makes the newest-wins check and the
+        ``stactools_ingest.applied`` write that follows it atomic against other loaders.
         """
         entries = sorted(entries, key=lambda e: e.partition)
-        for seq, entry in enumerate(entries):
-            entry.seq = seq
         with self.conn.transaction():
             # UTC for this transaction whatever connection we were given: pgstac names the
             # partitions check_partition makes with to_char() in the session's time zone.
@@ -143,10 +144,14 @@ class CollectionWriter:
                 "set_config('TimeZone', 'UTC', true)",
                 (collection,),
             )
+            self._mark_superseded(collection, entries)
+            live = [e for e in entries if not e.superseded]
+            for seq, entry in enumerate(live):
+                entry.seq = seq
             self._prepare_staging_table()
-            failed = bisect_load(entries, lambda group: self._stage(coll_json, group))
+            failed = bisect_load(live, lambda group: self._stage(coll_json, group))
             refused = {id(entry) for entry, _ in failed}
-            staged = [e for e in entries if e.error is None and id(e) not in refused]
+            staged = [e for e in live if e.error is None and id(e) not in refused]
             constraints = self._constraints(collection)
             for name, group in itertools.groupby(staged, key=lambda e: e.partition):
                 group = list(group)
@@ -156,10 +161,54 @@ class CollectionWriter:
                 failed += bad
                 if len(bad) < len(group):
                     self._refresh_stats(name, force=not covered)
+            refused = {id(entry) for entry, _ in failed}
+            landed = [e for e in staged if id(e) not in refused]
             if coll_json[2] is not None:  # partitioned by time: an item may have moved
-                refused = {id(entry) for entry, _ in failed}
-                self._delete_moved(collection, [e for e in staged if id(e) not in refused])
+                self._delete_moved(collection, landed)
+            self._record_applied(collection, landed)
         return failed
+
+    # -- newest wins -------------------------------------------------------------------------
+
+    def _mark_superseded(self, collection: str, entries: Sequence[Entry]) -> None:
+        """Set ``superseded`` on entries older than the message pgstac's content came from.
+
+        One statement per write. Equal send times are not older (the later delivery wins, so
+        a redelivered message still applies); no send time counts as sent now.
+        """
+        for entry in entries:
+            entry.superseded = False
+        if not entries:
+            return
+        rows = self.conn.execute(
+            """
+            SELECT n.ord FROM unnest(%s::text[], %s::float8[]) WITH ORDINALITY AS n(id, sent, ord)
+            JOIN stactools_ingest.applied a ON a.collection = %s AND a.id = n.id
+            WHERE a.sent_at > coalesce(to_timestamp(n.sent), now())
+            """,
+            (
+                [e.doc.body["id"] for e in entries],
+                [e.doc.sent_at for e in entries],
+                collection,
+            ),
+        ).fetchall()
+        for (ordinal,) in rows:
+            entries[ordinal - 1].superseded = True
+
+    def _record_applied(self, collection: str, landed: Sequence[Entry]) -> None:
+        """Remember the send time of each item just loaded, in the items' own transaction."""
+        if not landed:
+            return
+        self.conn.execute(
+            """
+            INSERT INTO stactools_ingest.applied AS a (collection, id, sent_at)
+            SELECT %s, n.id, coalesce(to_timestamp(n.sent), now())
+            FROM unnest(%s::text[], %s::float8[]) AS n(id, sent)
+            ON CONFLICT (collection, id) DO UPDATE SET sent_at = EXCLUDED.sent_at
+            WHERE a.sent_at < EXCLUDED.sent_at
+            """,
+            (collection, [e.doc.body["id"] for e in landed], [e.doc.sent_at for e in landed]),
+        )
 
     # -- staging -----------------------------------------------------------------------------
 

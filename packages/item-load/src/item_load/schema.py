@@ -1,0 +1,65 @@
+"""The load stage's own tables, in the ``stactools_ingest`` schema beside pgstac.
+
+``applied`` and ``applied_collections`` remember, per item and per collection, the send time of
+the message whose content pgstac holds (the SNS ``Timestamp``, or SQS ``SentTimestamp`` for raw
+deliveries). A message older than that succeeds without changing anything: a DLQ redrive, SQS
+reordering or a slow ItemGen never puts older content back. They are written in the same
+transaction as the items (``CollectionWriter.write``) and collections, so they never claim what
+pgstac does not hold. Rows live as long as the items they describe; deletes (issue 12) should
+keep theirs as a tombstone so an older re-create stays refused.
+
+The local queue (``stactools_ingest.queue``) keeps its tables in the same schema and takes the
+same advisory lock for its DDL, so the two never race creating the schema.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import psycopg
+
+SCHEMA = "stactools_ingest"
+# Shared with stactools_ingest.queue: concurrent CREATE SCHEMA IF NOT EXISTS can still collide.
+SCHEMA_LOCK = "SELECT pg_advisory_xact_lock(hashtext('stactools_ingest.schema'))"
+
+DDL = """
+CREATE SCHEMA IF NOT EXISTS stactools_ingest;
+CREATE TABLE IF NOT EXISTS stactools_ingest.applied (
+    collection text NOT NULL,
+    id text NOT NULL,
+    sent_at timestamptz NOT NULL,
+    PRIMARY KEY (collection, id)
+);
+COMMENT ON TABLE stactools_ingest.applied IS
+    'Send time of the message whose content pgstac holds, per item; older messages are skipped.';
+CREATE TABLE IF NOT EXISTS stactools_ingest.applied_collections (
+    id text PRIMARY KEY,
+    sent_at timestamptz NOT NULL
+);
+COMMENT ON TABLE stactools_ingest.applied_collections IS
+    'Send time of the message whose content pgstac holds, per collection.';
+"""
+
+_TABLES = ("stactools_ingest.applied", "stactools_ingest.applied_collections")
+
+# Connections that have seen the tables: the check runs once per connection, not per batch.
+_ensured: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()
+
+
+def ensure_schema(conn: psycopg.Connection) -> None:
+    """Create the load stage's tables if they are missing; once per connection.
+
+    Existing tables are only looked up (no DDL, no lock, no CREATE privilege needed), so a
+    deployment whose role may not create schemas works once they exist.
+    """
+    if conn in _ensured:
+        return
+    with conn.transaction():
+        present = conn.execute(
+            "SELECT bool_and(to_regclass(t) IS NOT NULL) FROM unnest(%s::text[]) AS t",
+            (list(_TABLES),),
+        ).fetchone()[0]
+        if not present:
+            conn.execute(SCHEMA_LOCK)
+            conn.execute(DDL)
+    _ensured.add(conn)
