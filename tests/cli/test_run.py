@@ -217,3 +217,31 @@ def test_run_reads_file_hrefs_but_not_a_fifo(pgstac, tmp_path):
     assert (s["succeeded"], s["failed"], s["items_loaded"]) == (2, 1, 2), result.stderr
     assert pgstac.item_ids("c1") == ["f0", "f1"]
     assert f"{fifo}: not a regular file; nothing was read" in result.stderr
+
+
+def test_poison_records_are_dead_lettered_at_once_and_the_rest_loads(pgstac, tmp_path):
+    # GIVEN records that can never load: a NUL in a collection id, an href that is no URL
+    path = tmp_path / "poison.ndjson"
+    lines = [
+        collection("p"),
+        item("p1", "p"),
+        item("nul", "p\u0000x"),
+        {"href": "http://[::1"},
+        item("p2", "p"),
+    ]
+    path.write_text("".join(json.dumps(obj) + "\n" for obj in lines))
+    # WHEN it runs with retries allowed
+    result = cli("run", str(path), "--dsn", pgstac.dsn, "--json", "--max-receives", "5")
+    # THEN the good records load, the run ends, and only the two poison records failed
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    s = summary(result)
+    assert (s["documents"], s["succeeded"], s["failed"], s["dead_letters"]) == (5, 3, 2, 2)
+    assert pgstac.item_ids("p") == ["p1", "p2"]
+    # AND each is a dead letter after its first attempt, with a reason naming it
+    listed = cli("dlq", "list", "--json", "--dsn", pgstac.dsn)
+    letters = {json.loads(x)["source"]: json.loads(x) for x in listed.stdout.splitlines()}
+    assert sorted(letters) == [f"{path}:3", f"{path}:4"]
+    assert [letters[s]["receive_count"] for s in sorted(letters)] == [1, 1]
+    assert "nul" in letters[f"{path}:3"]["reason"]
+    assert "http://[::1" in letters[f"{path}:4"]["reason"]

@@ -9,21 +9,24 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ingest_common.errors import PermanentError, TransientError
+import psycopg
+
 from item_gen.core import Runner, generate
 from item_gen.models import CollectionRequest, parse_request
 from item_gen.settings import GenSettings
 from item_gen.warm import runner_for
 from item_load.core import BatchLoader, paused_gc
-from item_load.errors import DatabaseUnavailable
 from item_load.fetch import local_fetcher
-from item_load.messages import documents_from_message
+from item_load.messages import BatchReader, Document, parse_message
+from stactools_ingest.failures import Failure, failure_of, label
 from stactools_ingest.inputs import InputProblem, InputRecord, classify, message_id
 from stactools_ingest.queue import GEN, LOAD, LocalQueues, Message
+from stactools_ingest.session import Session, is_outage
 from stactools_ingest.target import connect
 
 logger = logging.getLogger(__name__)
@@ -45,6 +48,22 @@ class Counters:
         with self.lock:
             for name, delta in deltas.items():
                 setattr(self, name, getattr(self, name) + delta)
+
+
+@dataclass
+class LoadTally:
+    """What loading some messages did: failed message ids with their verdicts, and counts."""
+
+    failures: dict[str, Failure] = field(default_factory=dict)
+    items: int = 0
+    collections: int = 0
+
+    def merge(self, other: LoadTally) -> LoadTally:
+        return LoadTally(
+            {**self.failures, **other.failures},
+            self.items + other.items,
+            self.collections + other.collections,
+        )
 
 
 @dataclass
@@ -89,6 +108,7 @@ class LocalPipeline:
         gen_settings: GenSettings | None = None,
         runner: Runner | None = None,
         create_collections_if_missing: bool = False,
+        outage_patience: float = 300.0,
     ) -> None:
         self.dsn = dsn
         self.gen_workers = gen_workers
@@ -99,7 +119,11 @@ class LocalPipeline:
         self.gen_settings = gen_settings or GenSettings()
         self.runner = runner or runner_for(self.gen_settings)
         self.create_collections_if_missing = create_collections_if_missing
+        self.outage_patience = outage_patience
         self.counters = Counters()
+        self._loaders: weakref.WeakKeyDictionary[psycopg.Connection, BatchLoader] = (
+            weakref.WeakKeyDictionary()
+        )
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
 
@@ -107,18 +131,23 @@ class LocalPipeline:
         """A queue handle on its own connection (one per thread)."""
         return LocalQueues(connect(self.dsn), self.visibility_timeout, self.max_receives)
 
+    def session(self) -> Session:
+        """A thread's queue handle that waits out database outages."""
+        return Session(self.queues, self.outage_patience)
+
     # -- input -------------------------------------------------------------------------------
 
     def enqueue(self, records: Iterable[InputRecord | InputProblem], chunk: int = 2000) -> Enqueued:
         """Put every usable input on its queue; ids come from content, so repeats are no-ops."""
         out = Enqueued()
-        queues = self.queues()
+        session = self.session()
         rows: list[tuple[str, str, Any, str | None, int]] = []
         seen: set[tuple[str, str]] = set()
 
         def flush() -> None:
             if rows:
-                out.new += queues.send_many(rows)
+                batch = list(rows)  # a retried send must see the same rows
+                out.new += session.call(lambda q: q.send_many(batch))
                 rows.clear()
 
         for record in records:
@@ -139,98 +168,175 @@ class LocalPipeline:
             if len(rows) >= chunk:
                 flush()
         flush()
-        queues.conn.close()
+        session.close()
         return out
 
     # -- workers -----------------------------------------------------------------------------
 
     def _gen_worker(self) -> None:
-        queues = self.queues()
+        session = self.session()
         try:
             while not self._stop.is_set():
-                messages = queues.receive(GEN, 1)
+                messages = session.call(lambda q: q.receive(GEN, 1))
                 if not messages:
                     self._stop.wait(0.2)
                     continue
-                self._generate_one(queues, messages[0])
+                self._generate_one(session, messages[0])
         finally:
-            queues.conn.close()
+            session.close()
 
-    def _generate_one(self, queues: LocalQueues, msg: Message) -> None:
+    def _generate_one(self, session: Session, msg: Message) -> None:
         try:
             request = parse_request(msg.body)
             doc = generate(request, self.gen_settings, self.runner)
         except Exception as e:
-            self._failed(queues, msg, str(e), "requests_failed")
+            failure = failure_of(e, f"request from {msg.source}")
+            dead = session.call(lambda q: q.fail(msg, failure.reason, permanent=failure.permanent))
+            self._report_failure(msg, failure, dead, "requests_failed")
             return
         priority = 0 if isinstance(request, CollectionRequest) else 1
-        with queues.conn.transaction():
-            if not queues.ack([msg]):
-                return  # the lease expired and another worker holds the request now
-            queues.send_many([(LOAD, f"gen:{msg.id}", doc, msg.source, priority)])
-        self.counters.add(requests_done=1)
 
-    def _failed(self, queues: LocalQueues, msg: Message, reason: str, counter: str) -> None:
-        dead = queues.fail(msg, reason)
+        def hand_over(q: LocalQueues) -> bool:
+            with q.conn.transaction():
+                if not q.ack([msg]):
+                    return False  # the lease expired and another worker holds the request now
+                q.send_many([(LOAD, f"gen:{msg.id}", doc, msg.source, priority)])
+                return True
+
+        if session.call(hand_over):
+            self.counters.add(requests_done=1)
+
+    def _report_failure(self, msg: Message, failure: Failure, dead: bool, counter: str) -> None:
         logger.warning(
-            "%s message %s from %s failed (receive %d): %s",
+            "%s message %s from %s failed (receive %d%s): %s",
             msg.queue,
             msg.id,
             msg.source,
             msg.receive_count,
-            reason,
+            ", dead-lettered" if dead else "",
+            failure.reason,
         )
         self.counters.add(**{counter: 1} if dead else {"retries": 1})
 
     def _load_worker(self) -> None:
-        queues = self.queues()
+        session = self.session()
         try:
             while not self._stop.is_set():
                 # The cyclic GC would walk every leased message body; a round frees its own.
                 with paused_gc():
-                    worked = self._load_round(queues)
+                    worked = self._load_round(session)
                 if not worked:
                     self._stop.wait(0.2)
         finally:
-            queues.conn.close()
+            session.close()
 
-    def _load_round(self, queues: LocalQueues) -> bool:
+    def _load_round(self, session: Session) -> bool:
         """Lease one batch and load it; False when there was nothing to lease."""
-        messages = queues.receive(LOAD, self.batch_size, block_items_on_collections=True)
-        if messages and len(messages) < self.batch_size and queues.pending()[GEN]:
+
+        def receive(n: int) -> list[Message]:
+            return session.call(lambda q: q.receive(LOAD, n, block_items_on_collections=True))
+
+        messages = receive(self.batch_size)
+        filling = messages and len(messages) < self.batch_size
+        if filling and session.call(lambda q: q.pending()[GEN]):
             # Generation is still producing: wait a moment to fill a bigger batch.
             self._stop.wait(self.batch_window)
-            messages += queues.receive(
-                LOAD, self.batch_size - len(messages), block_items_on_collections=True
-            )
+            messages += receive(self.batch_size - len(messages))
         if not messages:
             return False
-        self._load_batch(queues, messages)
+        self._load_batch(session, messages)
         return True
 
-    def _load_batch(self, queues: LocalQueues, messages: list[Message]) -> None:
-        docs, parsed = [], []
+    def _unwrap(self, messages: list[Message]) -> tuple[dict[str, list[dict]], dict[str, Failure]]:
+        """Each message's STAC documents, or why it has none.
+
+        Every message is parsed first, then all their hrefs are read at once (item_load's
+        BatchReader, with the local run's href policy); a failure belongs to its message alone.
+        """
+        reader = BatchReader(local_fetcher())
+        reader.read(
+            ((m.id, m) for m in messages),
+            lambda mid, m: parse_message(m.body, mid, m.created_at.timestamp()),
+        )
+        bodies: dict[str, list[dict]] = {}
+        failures: dict[str, Failure] = {}
         for msg in messages:
             try:
-                docs += documents_from_message(
-                    msg.body, msg.id, msg.created_at.timestamp(), local_fetcher()
-                )
-                parsed.append(msg)
-            except (PermanentError, TransientError) as e:
-                self._failed(queues, msg, str(e), "load_failed")
+                bodies[msg.id] = [d.body for d in reader.documents(msg.id)]
+            except Exception as e:
+                failures[msg.id] = failure_of(e, f"{label(msg.body)} from {msg.source}")
+        reader.clear()
+        return bodies, failures
+
+    def _load_batch(self, session: Session, messages: list[Message]) -> None:
+        """Load a batch and settle its messages in one transaction: exactly once.
+
+        The load's own transactions become savepoints of this one, so the items, the
+        acknowledgements and the failures commit together; a crash or an outage before the
+        commit leaves both untouched and the batch is simply received again.
+        """
+        bodies, unusable = self._unwrap(messages)
+
+        def settle(q: LocalQueues) -> tuple[LoadTally, list[tuple[Message, Failure, bool]]]:
+            with q.conn.transaction():
+                held = q.hold(messages)
+                live = [m for m in messages if m.id in held]
+                tally = self._load_isolated(q.conn, [m for m in live if m.id in bodies], bodies)
+                failures = {**unusable, **tally.failures}
+                q.ack([m for m in live if m.id not in failures])
+                verdicts = []
+                for m in live:
+                    if m.id in failures:
+                        f = failures[m.id]
+                        verdicts.append((m, f, q.fail(m, f.reason, permanent=f.permanent)))
+            return tally, verdicts
+
+        tally, verdicts = session.call(settle)
+        for msg, failure, dead in verdicts:
+            self._report_failure(msg, failure, dead, "load_failed")
+        self.counters.add(items_loaded=tally.items, collections_loaded=tally.collections)
+
+    def _loader(self, conn: psycopg.Connection) -> BatchLoader:
+        """One BatchLoader per connection (it checks the pgstac version once)."""
+        loader = self._loaders.get(conn)
+        if loader is None:
+            loader = self._loaders[conn] = BatchLoader(conn, self.create_collections_if_missing)
+        return loader
+
+    def _load_isolated(
+        self, conn: psycopg.Connection, messages: list[Message], bodies: dict[str, list[dict]]
+    ) -> LoadTally:
+        """BatchLoader.load on these messages' documents, in a savepoint.
+
+        Whatever a record makes the loader raise (beyond the failures it reports) rolls back
+        the savepoint; the messages are then split in halves until the one that raises stands
+        alone and fails with its reason. Outages are not a record's fault and propagate.
+        """
+        if not messages:
+            return LoadTally()
+        docs = [
+            Document(m.id, m.created_at.timestamp(), body)
+            for m in messages
+            for body in bodies[m.id]
+        ]
         try:
-            outcome = BatchLoader(queues.conn, self.create_collections_if_missing).load(docs)
-        except DatabaseUnavailable as e:
-            for msg in parsed:
-                self._failed(queues, msg, str(e), "load_failed")
-            return
-        done = [m for m in parsed if m.id not in outcome.failures]
-        queues.ack(done)
-        for msg in parsed:
-            if msg.id in outcome.failures:
-                self._failed(queues, msg, outcome.failures[msg.id].reason, "load_failed")
-        self.counters.add(
-            items_loaded=outcome.items_loaded, collections_loaded=outcome.collections_loaded
+            with conn.transaction():
+                outcome = self._loader(conn).load(docs)
+        except Exception as e:
+            if is_outage(e) or conn.broken:
+                raise
+            if len(messages) == 1:
+                msg = messages[0]
+                failure = failure_of(e, f"{label(msg.body)} from {msg.source}")
+                return LoadTally(failures={msg.id: failure})
+            half = len(messages) // 2
+            return self._load_isolated(conn, messages[:half], bodies).merge(
+                self._load_isolated(conn, messages[half:], bodies)
+            )
+        return LoadTally(
+            failures=dict(outcome.failures),
+            items=outcome.items_loaded,
+            collections=outcome.collections_loaded,
         )
 
     def _guard(self, target: Callable[[], None]) -> Callable[[], None]:
@@ -250,8 +356,8 @@ class LocalPipeline:
     ) -> RunSummary:
         """Run until nothing is pending, then summarise this run's inputs."""
         started = time.perf_counter()
-        monitor = self.queues()
-        released = monitor.release_orphans()
+        monitor = self.session()
+        released = monitor.call(lambda q: q.release_orphans())
         if released:
             logger.info("released %d messages leased by a stopped run", released)
         threads = [
@@ -265,7 +371,7 @@ class LocalPipeline:
             t.start()
         try:
             while not self._stop.is_set():
-                pending = monitor.pending()
+                pending = monitor.call(lambda q: q.pending())
                 if on_tick:
                     on_tick(self.counters, pending)
                 if not pending[GEN] and not pending[LOAD]:
@@ -276,9 +382,11 @@ class LocalPipeline:
             for t in threads:
                 t.join()
         if self._errors:
+            monitor.close()
             raise self._errors[0]
-        summary = self.summarise(monitor, enqueued, time.perf_counter() - started)
-        monitor.conn.close()
+        seconds = time.perf_counter() - started
+        summary = monitor.call(lambda q: self.summarise(q, enqueued, seconds))
+        monitor.close()
         return summary
 
     def summarise(self, queues: LocalQueues, enqueued: Enqueued, seconds: float) -> RunSummary:

@@ -119,9 +119,26 @@ class LocalQueues:
         self.visibility_timeout = visibility_timeout
         self.max_receives = max_receives
         self.owner = owner_token()
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('stactools_ingest.schema'))")
-            conn.execute(SCHEMA_SQL)
+        if not self._schema_current():
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext('stactools_ingest.schema'))")
+                conn.execute(SCHEMA_SQL)
+
+    def _schema_current(self) -> bool:
+        """Whether the tables are there already, with the newest column.
+
+        The DDL is idempotent, but ALTER TABLE takes an exclusive lock even when it changes
+        nothing: a worker reconnecting after an outage would deadlock with another worker's
+        open transaction on the same table.
+        """
+        row = self.conn.execute(
+            """
+            SELECT 1 FROM pg_attribute
+            WHERE attrelid = to_regclass('stactools_ingest.messages') AND attname = 'lease'
+                AND to_regclass('stactools_ingest.message_bodies') IS NOT NULL
+            """
+        ).fetchone()
+        return row is not None
 
     def send_many(self, rows: Iterable[tuple[str, str, Any, str | None, int]]) -> int:
         """Enqueue ``(queue, id, body, source, priority)`` rows; existing ids are left alone.
@@ -269,6 +286,26 @@ class LocalQueues:
                 (messages[0].queue, done),
             )
         return done
+
+    def hold(self, messages: Sequence[Message]) -> set[str]:
+        """Lock the messages still leased to the caller until its transaction ends.
+
+        Call inside a transaction that settles them: a locked message is skipped by every other
+        receive even if its lease expires meanwhile. Returns the ids still held.
+        """
+        if not messages:
+            return set()
+        rows = self.conn.execute(
+            """
+            SELECT m.id FROM stactools_ingest.messages m
+            JOIN unnest(%s::text[], %s::uuid[]) AS held(id, lease)
+                ON m.id = held.id AND m.lease = held.lease
+            WHERE m.queue = %s AND m.state = 'ready'
+            FOR UPDATE OF m
+            """,
+            ([m.id for m in messages], [m.lease for m in messages], messages[0].queue),
+        ).fetchall()
+        return {mid for (mid,) in rows}
 
     def fail(
         self,
