@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from fake_package import GROUP as FAKE_GROUP
+from fake_package import build_wheel
 from geotiffs import glad_collection_request, glad_item_request, glad_tiles
 
 from item_gen.errors import PackageFailed, RequestTimedOut
@@ -186,3 +188,133 @@ def test_concurrent_calls_from_threads_all_succeed(runner, settings, tmp_path):
 def test_warm_runner_setting_chooses_the_runner():
     assert runner_for(GenSettings(warm_runner=False)) is run_once
     assert runner_for(GenSettings(warm_runner=True)) is shared_runner()
+
+
+# -- isolation, children and eviction, with a tiny local package (tests/item_gen/fake_package.py)
+
+
+@pytest.fixture(scope="module")
+def fake_wheel(tmp_path_factory) -> Path:
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+def fake_request(wheel: Path, *actions: str, extra_packages: tuple[str, ...] = ()):
+    """A request for the fake package; ``extra_packages`` make a different environment."""
+    return parse_request(
+        {
+            "package_name": str(wheel),
+            "group_name": FAKE_GROUP,
+            "create_item_args": list(actions),
+            "extra_packages": list(extra_packages),
+            "request_id": " ".join(actions) or "plain",
+        }
+    )
+
+
+def alive(pid: int) -> bool:
+    return not gone(pid)
+
+
+def test_a_request_starts_with_the_workers_environment_cwd_and_tempdir(
+    runner, settings, fake_wheel, tmp_path
+):
+    # GIVEN a warm worker and what a request sees in it
+    pristine = runner(fake_request(fake_wheel), settings)["properties"]["seen"]
+    assert pristine["probe"] is None
+    assert pristine["cwd"] == os.getcwd()
+    # WHEN a request changes os.environ, the cwd, tempfile's directory and the umask
+    changes = [
+        "setenv:FAKEGEN_PROBE=leaked",
+        f"chdir:{tmp_path}",
+        f"tempdir:{tmp_path}",
+        "umask:077",
+    ]
+    runner(fake_request(fake_wheel, *changes), settings)
+    # THEN the next request on the same worker sees none of it
+    [worker] = runner.workers()
+    assert runner(fake_request(fake_wheel), settings)["properties"]["seen"] == pristine
+    assert runner.workers() == [worker]
+
+
+def test_processes_a_request_leaves_behind_are_killed_with_it(runner, settings, fake_wheel):
+    # GIVEN a request that leaves a child holding stdout, a daemon in its own session and an
+    # orphan whose parent already exited
+    doc = runner(fake_request(fake_wheel, "spawn", "daemon", "orphan"), settings)
+    spawned = doc["properties"]["spawned"]
+    assert len(spawned) == 3
+    # THEN all of them are gone when the request has returned, and the worker serves on
+    assert [pid for pid in spawned if alive(pid)] == []
+    [worker] = runner.workers()
+    assert alive(worker.pid)
+    assert runner(fake_request(fake_wheel), settings)["id"] == "fake-item"
+    assert runner.workers() == [worker]
+
+
+def test_a_timed_out_request_takes_its_daemons_with_it(runner, settings, fake_wheel, tmp_path):
+    # GIVEN a warm worker, and a request that starts a daemon in its own session and an orphan,
+    # then hangs past its timeout
+    runner(fake_request(fake_wheel), settings)
+    [worker] = runner.workers()
+    pids = tmp_path / "pids"
+    hanging = fake_request(
+        fake_wheel, f"pidfile:{pids}", "daemon", "orphan", f"waitfor:{tmp_path / 'never'}"
+    )
+    short = settings.model_copy(update={"request_timeout_seconds": 3})
+    with pytest.raises(RequestTimedOut):
+        runner(hanging, short)
+    # THEN the worker and everything the request started are gone
+    wait_for(lambda: gone(worker.pid), timeout=5)
+    started = [int(p) for p in pids.read_text().split()]
+    assert len(started) == 2
+    wait_for(lambda: all(gone(pid) for pid in started), timeout=5)
+
+
+def environment_of(worker) -> str:
+    """Which of the test environments a worker serves (by its extra ``requests`` pin)."""
+    pins = [a for a in worker.cmd if a.startswith("requests")]
+    return "A" if pins == ["requests"] else pins[0].removeprefix("requests>=")
+
+
+def test_the_least_recently_used_environment_is_evicted(runner, settings, fake_wheel):
+    # GIVEN warm workers kept for at most two environments
+    two = settings.model_copy(update={"warm_max_environments": 2})
+    envs = {"A": (), "1": ("requests>=1",), "2": ("requests>=2",)}
+
+    def run(env: str) -> None:
+        assert runner(fake_request(fake_wheel, extra_packages=envs[env]), two)["id"] == "fake-item"
+
+    run("A")
+    run("1")
+    [worker_a] = [w for w in runner.workers() if environment_of(w) == "A"]
+    [worker_1] = [w for w in runner.workers() if environment_of(w) == "1"]
+    # WHEN A is used again and then a third environment
+    run("A")
+    run("2")
+    # THEN the least recently used one (1) lost its worker; A's worker is still the same
+    assert sorted(environment_of(w) for w in runner.workers()) == ["2", "A"]
+    wait_for(lambda: gone(worker_1.pid), timeout=10)
+    assert alive(worker_a.pid)
+    # and the evicted environment starts a fresh worker when it is used again
+    run("1")
+    assert sorted(environment_of(w) for w in runner.workers()) == ["1", "2"]
+
+
+def test_a_busy_worker_is_not_killed_by_eviction(runner, settings, fake_wheel, tmp_path):
+    # GIVEN one environment kept, and a request running in it
+    one = settings.model_copy(update={"warm_max_environments": 1})
+    flag = tmp_path / "go"
+    results: list[dict] = []
+    busy = threading.Thread(
+        target=lambda: results.append(runner(fake_request(fake_wheel, f"waitfor:{flag}"), one))
+    )
+    busy.start()
+    [worker] = wait_for(lambda: runner.workers())
+    # WHEN another environment is used meanwhile
+    assert runner(fake_request(fake_wheel, extra_packages=("requests>=1",)), one)["id"]
+    # THEN the busy worker finishes its request, and stops after it
+    assert alive(worker.pid)
+    flag.touch()
+    busy.join(60)
+    assert [r["id"] for r in results] == ["fake-item"]
+    wait_for(lambda: gone(worker.pid), timeout=10)
+    assert [environment_of(w) for w in runner.workers()] == ["1"]

@@ -12,6 +12,12 @@ Protocol, one JSON object per line:
 Everything the command prints (Python's stdout and stderr, logging, and C libraries writing to
 file descriptors 1 and 2) goes to the worker's stderr, which the runner reads as the stderr tail.
 The worker exits when stdin closes, so it never outlives the runner.
+
+Every request starts from the state the worker had when it became ready: ``os.environ``, the
+working directory, ``tempfile.tempdir``, the umask and logging are put back after each request,
+and every process the request started is killed before it is answered. The worker is a *child
+subreaper*, so processes that daemonised or lost their parent are re-parented to it and found
+too (``processes.py``, loaded by path from beside this file).
 """
 
 import os
@@ -22,10 +28,16 @@ import sys
 if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
     del sys.path[0]
 
+import contextlib
+import importlib.util
 import json
 import logging
+import signal
+import tempfile
+import time
 import traceback
 import warnings
+from dataclasses import dataclass
 
 
 def _exit_code(exc: SystemExit) -> int:
@@ -55,13 +67,96 @@ def _restore_logging(state: dict) -> None:
         lg.disabled = disabled
 
 
-def _run(cli, request: dict, pristine_logging: dict) -> dict:
+def _load_processes():
+    """item_gen's ``processes.py`` (standard library only), loaded from beside this file."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "processes.py")
+    spec = importlib.util.spec_from_file_location("_stactools_ingest_processes", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+processes = None
+"""``processes.py``, loaded by ``main``."""
+
+
+@dataclass(frozen=True)
+class _Pristine:
+    """What every request starts from: the worker's state when it became ready."""
+
+    environ: dict
+    cwd: str
+    tempdir: str | None
+    umask: int
+    logging: dict
+    children: frozenset
+    """Processes started while importing stactools and its plugins (not a request's to keep)."""
+
+    @classmethod
+    def now(cls) -> "_Pristine":
+        umask = os.umask(0o022)
+        os.umask(umask)
+        return cls(
+            environ=dict(os.environ),
+            cwd=os.getcwd(),
+            tempdir=tempfile.tempdir,
+            umask=umask,
+            logging=_logging_state(),
+            children=frozenset(processes.descendants(os.getpid())),
+        )
+
+    def restore(self) -> None:
+        """Undo what a request changed in this process."""
+        # clear() and update() call unsetenv/putenv for every name, so C code reading the
+        # environment sees the restored values too, not only os.environ.
+        os.environ.clear()
+        os.environ.update(self.environ)
+        with contextlib.suppress(OSError):  # gone since start-up: the next request sets its own
+            os.chdir(self.cwd)
+        tempfile.tempdir = self.tempdir
+        os.umask(self.umask)
+        # stactools' CLI adds a log handler on every invocation; keep the worker as it started.
+        _restore_logging(self.logging)
+
+
+def _reap() -> None:
+    """Collect every child that has exited (orphans re-parented to us included)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _end_children(spare: frozenset, rounds: int = 500) -> int:
+    """Kill every process a request left behind, wherever it went; returns how many were left.
+
+    As a subreaper the worker inherits orphans, so a process whose parent is killed stays in
+    our tree and is found in the next round; ``SIGKILL``ed processes cannot fork any more.
+    """
+    if not spare and not processes.has_children():
+        return 0
+    left = set()
+    for _ in range(rounds):
+        _reap()
+        left = processes.descendants(os.getpid()) - spare
+        if not left:
+            return 0
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.002)
+    return len(left)
+
+
+def _run(cli, request: dict, pristine: _Pristine) -> dict:
     """Run one ``stac`` command line as the ``stac`` script would, and say how it ended."""
     argv = [str(a) for a in request["argv"]]
-    home = os.getcwd()
     error = None
     try:
-        os.chdir(request.get("cwd") or home)
+        os.chdir(request.get("cwd") or pristine.cwd)
         sys.argv = ["stac", *argv]
         # A fresh registry per request, so a warning shows for every request, as in a new process.
         with warnings.catch_warnings():
@@ -80,10 +175,11 @@ def _run(cli, request: dict, pristine_logging: dict) -> dict:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        # stactools' CLI adds a log handler on every invocation; keep the worker as it started.
-        _restore_logging(pristine_logging)
-        os.chdir(home)
-    return {"ok": code == 0, "exit_code": code, "error": error}
+        pristine.restore()
+        left = _end_children(pristine.children)
+    if left:  # in uninterruptible sleep: the runner kills this worker, and them, on its answer
+        print(f"{left} processes the command started could not be killed", file=sys.stderr)
+    return {"ok": code == 0, "exit_code": code, "error": error, "stray_processes": left}
 
 
 def main() -> None:
@@ -92,10 +188,14 @@ def main() -> None:
     responses = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)
 
+    global processes
+    processes = _load_processes()
+    processes.become_subreaper()
+
     from stactools.cli.cli import cli
 
     logging.getLogger("stactools")  # the logger the CLI configures, so it is restored too
-    pristine_logging = _logging_state()
+    pristine = _Pristine.now()
 
     def send(obj: dict) -> None:
         responses.write(json.dumps(obj) + "\n")
@@ -110,7 +210,7 @@ def main() -> None:
         except json.JSONDecodeError as e:
             send({"ok": False, "exit_code": 2, "error": f"bad request line: {e}"})
             continue
-        send(_run(cli, request, pristine_logging))
+        send(_run(cli, request, pristine))
 
 
 if __name__ == "__main__":

@@ -34,3 +34,6 @@ class GenSettings(BaseSettings):
     dead_letter_queue_url: str | None = None
     """The stage's DLQ: requests that can never succeed are sent there at once (body unchanged,
     attributes ``error`` and ``stage``); unset, they are retried by SQS until its redrive."""
+
+    warm_max_environments: int = 4
+    """Warm workers are kept for this many package environments; the least recently used goes."""

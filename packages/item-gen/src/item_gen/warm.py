@@ -18,6 +18,11 @@ after request, and the document is read from the destination file with the one-s
   is killed, ``RequestTimedOut`` is raised and the next request starts a fresh worker.
 - Thread-safe: each environment has a pool of up to ``warm_workers_per_env`` workers, started
   lazily when that many threads want one at once; a thread holds a worker for one request.
+- At most ``warm_max_environments`` environments keep workers: using another one stops the
+  workers of the least recently used environment (a busy one when its request ends).
+- Requests do not see each other: the worker puts back its environment variables, cwd, temp
+  directory and umask after each request and kills every process the request started (see
+  ``_worker.py``); on timeout the worker's whole process tree is killed, daemons included.
 """
 
 from __future__ import annotations
@@ -33,11 +38,13 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 from item_gen.core import Runner
 from item_gen.errors import PackageFailed, RequestTimedOut
 from item_gen.models import Request
+from item_gen.processes import kill_tree
 from item_gen.runner import (
     STDERR_TAIL,
     command_for,
@@ -147,9 +154,14 @@ class _Worker:
         return error
 
     def kill(self) -> None:
-        """Kill uvx and the worker together and reap them."""
+        """Kill uvx, the worker and everything they started, and reap uvx.
+
+        The worker is a subreaper, so even a request's daemons are still below uvx in the process
+        tree: ``kill_tree`` stops that tree, then kills all of it.
+        """
         # Only while uvx is unreaped: its pid (and so its process group) cannot be reused yet.
         if self.proc.returncode is None:
+            kill_tree(self.proc.pid)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
@@ -237,7 +249,8 @@ class WarmRunner:
 
     def __init__(self, worker_script: Path = WORKER_SCRIPT) -> None:
         self._script = worker_script
-        self._pools: dict[EnvKey, _Pool] = {}
+        self._pools: OrderedDict[EnvKey, _Pool] = OrderedDict()
+        """Least recently used first."""
         self._lock = threading.Lock()
 
     def __call__(self, request: Request, settings: GenSettings) -> dict:
@@ -300,18 +313,29 @@ class WarmRunner:
                 pool.discard(worker)
                 raise
             answer["stderr"] = worker.stderr()
-            pool.give_back(worker)
+            if answer.get("stray_processes"):
+                pool.discard(worker)  # it could not kill what the request started; we can
+            else:
+                pool.give_back(worker)
             return answer
 
     def _pool(self, request: Request, settings: GenSettings) -> _Pool:
+        """The environment's pool, now the most recently used; evicts beyond the setting."""
         key: EnvKey = (settings.uvx, settings.stactools_spec, tuple(sorted(request.packages)))
+        evicted: list[_Pool] = []
         with self._lock:
             pool = self._pools.get(key)
             if pool is None:
                 packages = list(key[2])
                 cmd = [*uvx_prefix(packages, settings), "python", str(self._script)]
                 pool = self._pools[key] = _Pool(cmd, max(1, settings.warm_workers_per_env))
-            return pool
+            self._pools.move_to_end(key)
+            while len(self._pools) > max(1, settings.warm_max_environments):
+                evicted.append(self._pools.popitem(last=False)[1])
+        # Idle workers stop now; busy ones finish their request and stop when it is given back.
+        for old in evicted:
+            old.close()
+        return pool
 
     def workers(self) -> list[_Worker]:
         """Every live worker of every environment (for tests and diagnostics)."""
