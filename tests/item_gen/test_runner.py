@@ -132,3 +132,15 @@ def test_a_failing_command_reports_its_stderr_and_stdout(tmp_path, strays):
     settings = GenSettings(uvx=str(uvx), request_timeout_seconds=5)
     error = run_in_thread(request(), settings)
     assert str(error).endswith("exited 3: to stdout\nTraceback: boom")
+
+
+def test_without_pidfd_and_waitid_the_runner_still_works(tmp_path, strays, monkeypatch):
+    # GIVEN a Python without os.pidfd_open and os.waitid (macOS before Python 3.13)
+    monkeypatch.delattr(os, "pidfd_open", raising=False)
+    monkeypatch.delattr(os, "waitid", raising=False)
+    item = json.dumps(ITEM)
+    uvx = fake_uvx(tmp_path, f"echo '{item}' > \"$last\"\nsleep 600 &\necho $! >> $PIDS\nexit 0")
+    settings = GenSettings(uvx=str(uvx), request_timeout_seconds=5)
+    # THEN the item still comes back and the background process is killed
+    assert run_in_thread(request(), settings) == ITEM
+    wait_until_gone(left_behind(tmp_path))

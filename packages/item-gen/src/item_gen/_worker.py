@@ -137,6 +137,7 @@ def _end_children(spare: frozenset, rounds: int = 500) -> int:
     our tree and is found in the next round; ``SIGKILL``ed processes cannot fork any more.
     """
     if not spare and not processes.has_children():
+        _reap()  # without /proc (macOS) children are not found, but their zombies are collected
         return 0
     left = set()
     for _ in range(rounds):

@@ -20,11 +20,14 @@ import signal
 
 _PR_SET_CHILD_SUBREAPER = 36
 
+PROC = "/proc"
+"""Where the process tree is read; without it (macOS) only process groups are killed."""
+
 
 def _parent_and_state(pid: str) -> tuple[int, str] | None:
     """``(ppid, state)`` of a process from ``/proc/<pid>/stat``, or None once it is gone."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
+        with open(f"{PROC}/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
@@ -34,9 +37,13 @@ def _parent_and_state(pid: str) -> tuple[int, str] | None:
 
 
 def descendants(root: int) -> set[int]:
-    """Live (not zombie) processes below ``root`` in the process tree."""
+    """Live (not zombie) processes below ``root`` in the process tree (none without ``/proc``)."""
+    try:
+        names = os.listdir(PROC)
+    except OSError:
+        return set()
     children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
+    for name in names:
         if name.isdigit() and (info := _parent_and_state(name)) and info[1] not in "ZX":
             children.setdefault(info[0], []).append(int(name))
     found: set[int] = set()
@@ -52,8 +59,8 @@ def descendants(root: int) -> set[int]:
 def has_children() -> bool:
     """Whether this process has any child at all (cheap: no scan of ``/proc``)."""
     try:
-        for tid in os.listdir("/proc/self/task"):
-            with open(f"/proc/self/task/{tid}/children", "rb") as f:
+        for tid in os.listdir(f"{PROC}/self/task"):
+            with open(f"{PROC}/self/task/{tid}/children", "rb") as f:
                 if f.read().strip():
                     return True
         return False

@@ -80,6 +80,13 @@ def read_output(workdir: Path, destination: Path, request: Request, cmd: list[st
     return doc
 
 
+def _exited(proc: subprocess.Popen) -> bool:
+    """Whether ``proc`` has exited, leaving it unreaped where the platform allows."""
+    if not hasattr(os, "waitid"):  # macOS before Python 3.13: reaps, so its pgid may be reused
+        return proc.poll() is not None
+    return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
 def _wait(proc: subprocess.Popen, timeout: float) -> bool:
     """Wait until ``proc`` exits, without reaping it; False if ``timeout`` passed first.
 
@@ -94,7 +101,7 @@ def _wait(proc: subprocess.Popen, timeout: float) -> bool:
         pidfd = None
     try:
         while True:
-            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            if _exited(proc):
                 return True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
