@@ -123,6 +123,7 @@ class DeadLetterQueue:
         self.url = url
         self.stage = stage
         self._sqs = sqs
+        self._warned = False
 
     @property
     def sqs(self) -> Any:
@@ -138,10 +139,11 @@ class DeadLetterQueue:
         if not letters:
             return set()
         if not self.url:
-            logger.warning(
-                "DEAD_LETTER_QUEUE_URL is not set; %d permanent failures are left to SQS retries",
-                len(letters),
-            )
+            if not self._warned:  # once per process, not once per batch
+                logger.warning(
+                    "DEAD_LETTER_QUEUE_URL is not set; permanent failures are left to SQS retries"
+                )
+                self._warned = True
             return set()
         by_entry = {str(n): letter for n, letter in enumerate(letters)}
         entries = [
