@@ -92,7 +92,7 @@ def pgstac(pg_server: EmbeddedServer, monkeypatch: pytest.MonkeyPatch) -> Iterat
     monkeypatch.setenv("PGPORT", str(info["port"]))
     monkeypatch.setenv("PGUSER", info["user"])
     monkeypatch.setenv("PGDATABASE", name)
-    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSWORD", info["password"])
     monkeypatch.delenv("PGSTAC_SECRET_ARN", raising=False)
     yield db
     with psycopg.connect(**pg_server.conninfo("postgres"), autocommit=True) as conn:

@@ -36,6 +36,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="stactools-ingest", prog_name="stactools-ingest")
 def cli() -> None:
     """Turn item requests and STAC documents into a pgstac catalog, locally or on AWS."""
 

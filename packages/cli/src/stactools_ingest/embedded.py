@@ -3,20 +3,29 @@
 Used by ``stactools-ingest local``/``run`` and by the test suite, so both exercise one piece of
 code. As root, the server runs as an unprivileged user (``postgres``, created if missing), since
 PostgreSQL refuses to run as root.
+
+It listens on 127.0.0.1 only, on a port it keeps across restarts (saved in ``server.json``), and
+every connection needs the password generated at ``initdb`` (scram-sha-256, TCP and socket alike;
+kept in ``<home>/password``, mode 0600): a port on localhost is reachable by every local user, so
+``trust`` would make each of them a superuser.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import pwd
+import secrets
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 
@@ -105,6 +114,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _port_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:``port`` (TIME_WAIT leftovers of our own server
+    do not count: PostgreSQL binds with SO_REUSEADDR, so the probe does too)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as e:
+            if e.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
 def _ensure_server_user() -> str | None:
     """The user to run postgres as: ourselves unless we are root."""
     if os.geteuid() != 0:
@@ -118,17 +141,50 @@ def _ensure_server_user() -> str | None:
     return SERVER_USER
 
 
+def first_closed(path: Path, user: str) -> Path | None:
+    """The outermost existing directory on the way to ``path`` that ``user`` cannot enter.
+
+    Owner, group and other execute bits are checked as the kernel does (ACLs aside); a user that
+    does not exist yet (created at the first start) owns nothing and is in no group.
+    """
+    try:
+        info = pwd.getpwnam(user)
+        uid, groups = info.pw_uid, set(os.getgrouplist(user, info.pw_gid))
+    except KeyError:
+        uid, groups = None, set()
+    for directory in [*reversed(path.parents), path]:
+        try:
+            st = directory.stat()
+        except FileNotFoundError:
+            return None  # what does not exist yet will be created by us, for the server user
+        if st.st_uid == uid:
+            allowed = st.st_mode & stat.S_IXUSR
+        elif st.st_gid in groups:
+            allowed = st.st_mode & stat.S_IXGRP
+        else:
+            allowed = st.st_mode & stat.S_IXOTH
+        if not allowed:
+            return directory
+    return None
+
+
 def _check_traversable(path: Path, user: str) -> None:
-    info = pwd.getpwnam(user)
-    for parent in [path, *path.parents]:
-        st = parent.stat()
-        if st.st_uid == info.pw_uid:
-            continue
-        if not st.st_mode & 0o001:
-            raise EmbeddedError(
-                f"the database server runs as '{user}', which cannot enter {parent}; "
-                f"set STACTOOLS_INGEST_HOME to a directory it can reach (e.g. under /var/tmp)"
-            )
+    closed = first_closed(path, user)
+    if closed is not None:
+        raise EmbeddedError(
+            f"the database server runs as '{user}', which cannot enter {closed}; "
+            f"set STACTOOLS_INGEST_HOME to a directory it can reach (e.g. under /var/tmp)"
+        )
+
+
+def _write_secret(path: Path, text: str, owner: str | None = None) -> None:
+    """Write ``text`` to a file only its owner can read (created 0600, never world-readable)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    if owner:
+        shutil.chown(path, owner)
 
 
 @dataclass
@@ -156,18 +212,37 @@ class EmbeddedServer:
     def port(self) -> int | None:
         return self._state().get("port")
 
+    @property
+    def password_file(self) -> Path:
+        return self.home / "password"
+
+    @property
+    def password(self) -> str | None:
+        """The superuser's password, generated at ``initdb``; None before the first start."""
+        try:
+            return self.password_file.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
     def dsn(self, dbname: str = DB_NAME) -> str:
-        """A libpq connection string other tools can use (trust auth on 127.0.0.1 only)."""
+        """A libpq URL other tools can use: 127.0.0.1, the saved port and the password."""
         port = self.port
         if port is None:
             raise EmbeddedError(
                 "the embedded pgstac is not running; run: stactools-ingest local start"
             )
-        return f"postgresql://{SERVER_USER}@127.0.0.1:{port}/{dbname}"
+        password = self.password
+        # quote() although the generated password is URL-safe: the file may have been edited.
+        secret = f":{quote(password, safe='')}" if password else ""
+        return f"postgresql://{SERVER_USER}{secret}@127.0.0.1:{port}/{quote(dbname, safe='')}"
 
     def conninfo(self, dbname: str = DB_NAME) -> dict:
         """Connection parameters for psycopg."""
-        return {"host": "127.0.0.1", "port": self.port, "user": SERVER_USER, "dbname": dbname}
+        info = {"host": "127.0.0.1", "port": self.port, "user": SERVER_USER, "dbname": dbname}
+        password = self.password
+        if password:
+            info["password"] = password
+        return info
 
     def is_running(self) -> bool:
         port = self.port
@@ -189,25 +264,14 @@ class EmbeddedServer:
         if user:
             _check_traversable(self.home, user)
             shutil.chown(self.home, user)
+        self.home.chmod(0o700)
         if not (self.data_dir / "PG_VERSION").exists():
-            say(f"initialising a PostgreSQL data directory in {self.data_dir}")
-            self.data_dir.mkdir(exist_ok=True)
-            if user:
-                shutil.chown(self.data_dir, user)
-            _run(
-                [
-                    str(bindir / "initdb"),
-                    "-D",
-                    str(self.data_dir),
-                    "-U",
-                    SERVER_USER,
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--locale=C",
-                    "--no-sync",
-                ],
-                user=user,
+            self._initdb(bindir, user, say)
+        elif self.password is None:
+            raise EmbeddedError(
+                f"{self.data_dir} was initialised without a password (open to every local "
+                f"user); stop it and move it away to start afresh, or set "
+                f"STACTOOLS_INGEST_HOME to another directory"
             )
         stale_pid = self.data_dir / "postmaster.pid"
         if stale_pid.exists():  # left by a killed server; pg_ctl refuses to start otherwise
@@ -217,7 +281,7 @@ class EmbeddedServer:
                     user=user,
                 )
             stale_pid.unlink(missing_ok=True)
-        port = _free_port()
+        port = self._choose_port(say)
         opts = [
             f"-p {port}",
             "-c listen_addresses=127.0.0.1",
@@ -246,6 +310,51 @@ class EmbeddedServer:
         )
         self.state_file.write_text(json.dumps({"port": port, "bindir": str(bindir)}))
         self.ensure_database(DB_NAME)
+
+    def _initdb(self, bindir: Path, user: str | None, say) -> None:
+        """A new data directory whose superuser needs a freshly generated password."""
+        say(f"initialising a PostgreSQL data directory in {self.data_dir}")
+        self.data_dir.mkdir(exist_ok=True)
+        if user:
+            shutil.chown(self.data_dir, user)
+        password = self.password or secrets.token_urlsafe(24)
+        _write_secret(self.password_file, password + "\n")
+        pwfile = self.home / ".initdb-password"  # initdb runs as the server user: it must read it
+        _write_secret(pwfile, password + "\n", owner=user)
+        try:
+            _run(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    SERVER_USER,
+                    f"--pwfile={pwfile}",
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ],
+                user=user,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _choose_port(self, say) -> int:
+        """The saved port when it is free (saved DSNs keep working), else a new one, said."""
+        saved = self.port
+        if saved is None:
+            return _free_port()
+        if _port_free(saved):
+            return saved
+        port = _free_port()
+        say(
+            f"port {saved} of the embedded pgstac is in use by another program; "
+            f"it now listens on {port} (DSNs saved before no longer work)"
+        )
+        return port
 
     def ensure_database(self, dbname: str) -> None:
         """Create ``dbname`` if needed and bring it to pypgstac's pgstac version."""
