@@ -96,10 +96,12 @@ def test_unparsable_and_invalid_records_are_dead_lettered_at_once(
 
 
 def test_pgstac_refusal_is_dead_lettered(with_collection, load, sqs, dlq_url):
-    bad = sqs_record(sns_envelope({**item("bad"), "id": "bad\u0000id"}), message_id="nul-id")
+    refused = {**item("bad"), "private": {"note": "nul\u0000"}}  # jsonb refuses it in the COPY
+    bad = sqs_record(sns_envelope(refused), message_id="nul-private")
     assert load([bad]) == {"batchItemFailures": []}
     [letter] = dead_letters(sqs, dlq_url)
-    assert letter["body"] == bad["body"] and "0x00" in letter["error"]
+    assert letter["body"] == bad["body"]
+    assert "unsupported Unicode escape sequence" in letter["error"]
 
 
 def test_dead_letter_send_failure_leaves_the_record_to_sqs(with_collection, load, sqs, monkeypatch):
@@ -164,14 +166,15 @@ def test_a_message_with_any_permanent_failure_is_dead_lettered(with_collection, 
     # alone) and an item pgstac refuses (it can never load, so neither can the message)
     fc = {
         "type": "FeatureCollection",
-        "features": [item("early", "not-yet"), {**item("x"), "id": "nul\u0000id"}],
+        "features": [item("early", "not-yet"), {**item("x"), "private": {"n": "\u0000"}}],
     }
     rec = sqs_record(sns_envelope(fc), message_id="mixed")
     # WHEN it is handled
     assert load([rec]) == {"batchItemFailures": []}
     # THEN it is dead-lettered at once, with the permanent reason
     [letter] = dead_letters(sqs, dlq_url)
-    assert letter["body"] == rec["body"] and "0x00" in letter["error"]
+    assert letter["body"] == rec["body"]
+    assert "unsupported Unicode escape sequence" in letter["error"]
 
 
 def test_refused_and_missing_hrefs_are_dead_lettered_unavailable_ones_retry(

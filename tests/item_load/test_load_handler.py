@@ -263,9 +263,10 @@ def test_nul_character_is_rejected_before_copy(with_collection, load, caplog):
 
 
 def test_row_the_copy_itself_refuses_fails_alone(with_collection, load, caplog):
-    # GIVEN an item id PostgreSQL's text type refuses (NUL), which only the COPY finds (the id
-    # is a column of its own, not part of the content checked before)
-    bad = sqs_record(sns_envelope({**item("bad"), "id": "bad\u0000id"}))
+    # GIVEN a private value PostgreSQL's jsonb refuses (NUL), which only the COPY finds
+    # (private is a column of its own, not part of the content checked before; a NUL in an id
+    # is now refused before the COPY with the other control characters)
+    bad = sqs_record(sns_envelope({**item("bad"), "private": {"note": "nul\u0000"}}))
     good = [sqs_record(sns_envelope(item(f"c{n}"))) for n in range(30)]
     # WHEN it is loaded among good items
     response = load([*good[:15], bad, *good[15:]])
@@ -274,7 +275,7 @@ def test_row_the_copy_itself_refuses_fails_alone(with_collection, load, caplog):
     reasons = [
         r.reason for r in caplog.records if getattr(r, "message_id", None) == bad["messageId"]
     ]
-    assert reasons and "0x00" in reasons[0]
+    assert reasons and "unsupported Unicode escape sequence" in reasons[0]
     assert with_collection.item_ids(COLL) == sorted(f"c{n}" for n in range(30))
 
 

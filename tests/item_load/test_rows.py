@@ -58,6 +58,7 @@ def test_rows_match_pypgstac_format_item(pgstac, item_assets):
         for n, geometry in enumerate(GEOMETRIES):
             doc = item(f"g{n}", "rows", f"2021-0{1 + n % 9}-15T12:00:00Z", n_assets=3)
             doc["geometry"] = geometry
+            del doc["bbox"]  # the factory's bbox is for its own square
             if n % 2:
                 doc["properties"] = {
                     "start_datetime": "2020-01-01T00:00:00Z",

@@ -19,13 +19,13 @@ import psycopg
 from pypgstac.load import Loader, Methods
 
 from item_load.db import ConnectionPgstacDB, fails_batch, is_permanent, retrying, translate_errors
-from item_load.errors import DatabaseUnavailable, InvalidItem
+from item_load.errors import DatabaseUnavailable, InvalidCollection, InvalidItem
+from item_load.errors import label as _label
 from item_load.messages import Document
 from item_load.rows import partition_name
 from item_load.schema import ensure_schema
 from item_load.upsert import CollectionWriter, Entry, bisect_load, error_text
-from item_load.validation import Span, check_item
-from item_load.validation import label as _label
+from item_load.validation import Span, check_collection, check_item
 
 logger = logging.getLogger(__name__)
 
@@ -230,8 +230,10 @@ class BatchLoader:
         """Upsert collections first, so items of the same batch find them."""
         valid = []
         for doc in docs:
-            if not isinstance(doc.body.get("id"), str) or not doc.body["id"]:
-                outcome.fail(doc, "collection has no 'id' string")
+            try:
+                check_collection(doc.body)
+            except InvalidCollection as e:
+                outcome.fail(doc, str(e))
             else:
                 valid.append(doc)
         winners, losers = _newest(valid, lambda d: d.body["id"])

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ingest_common.errors import PermanentError, TransientError
+
+
+def label(value: Any, width: int = 80) -> str:
+    """An id for a reason text: repr'd (control characters show) and cut to ``width``."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 class InvalidMessage(PermanentError):
@@ -11,6 +19,10 @@ class InvalidMessage(PermanentError):
 
 class InvalidItem(PermanentError):
     """An item pgstac would refuse or store wrongly, found before any database round trip."""
+
+
+class InvalidCollection(PermanentError):
+    """A collection without what STAC requires (id, description, license, extent, links)."""
 
 
 class FetchError(PermanentError):

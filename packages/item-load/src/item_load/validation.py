@@ -2,91 +2,24 @@
 
 Each reason names the item and says what to fix; the load then fails that item's message alone
 instead of a COPY group.
-
-Datetimes are parsed here, strictly as RFC 3339, and normalised to UTC instants rounded to
-microseconds exactly as PostgreSQL rounds them, so the partition an item is put in, the
-partition bounds and the stored value all agree whatever the text looked like.
+Datetimes are read by ``item_load.times``.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, NamedTuple
 
-from item_load.errors import InvalidItem
+from item_load.errors import InvalidCollection, InvalidItem, label
+from item_load.times import parse_datetime
 
-# RFC 3339 section 5.6 date-time, ASCII digits only; 't', 'z' and a space for 'T' are allowed
-# (section 5.6 notes). A missing offset is read as UTC: see parse_datetime.
-_RFC3339 = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
-    r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))?"
-)
-_ONE_SECOND = timedelta(seconds=1)
-
-
-def label(value: Any, width: int = 80) -> str:
-    """An id for a reason text: repr'd (control characters show) and cut to ``width``."""
-    text = repr(value)
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def parse_datetime(value: Any, name: str) -> datetime:
-    """The UTC instant PostgreSQL stores for an RFC 3339 date-time; ValueError saying why not.
-
-    - Any RFC 3339 offset (up to ±23:59) is applied here, so PostgreSQL, which refuses offsets
-      beyond ±15:59, never sees one.
-    - Fractions round to microseconds half to even, as PostgreSQL does (``rint``): .9999995 s
-      becomes the next second, and the next month at a month's last instant.
-    - Second 60 (a leap second) rolls over to the next minute, as PostgreSQL does.
-    - Without an offset the time is read as UTC, never as a session's local time: pgstac's
-      convention, and what pystac writes for naive datetimes. Rejecting it would dead-letter
-      items whose meaning is not in doubt.
-    - ISO 8601 forms outside RFC 3339 (week or ordinal dates, basic format, a date alone,
-      missing seconds, hour 24), which Python or PostgreSQL would read differently or refuse,
-      are rejected.
-    """
-    if not isinstance(value, str):
-        raise ValueError(f"properties.{name} must be an RFC 3339 string, got {label(value, 40)}")
-    match = _RFC3339.fullmatch(value)
-    if match is None:
-        raise ValueError(
-            f"properties.{name} {label(value, 60)} is not an RFC 3339 date-time; "
-            "write YYYY-MM-DDThh:mm:ss[.fraction] with Z or an offset like +02:00"
-        )
-    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
-    try:
-        if sign and (int(off_h) > 23 or int(off_m) > 59):
-            raise ValueError("offset")
-        if (
-            (fraction is None or len(fraction) <= 7)
-            and second != "60"
-            and value[10] == "T"
-            and zulu != "z"
-        ):
-            # The usual form: Python's C parser reads it exactly as PostgreSQL would.
-            parsed = datetime.fromisoformat(value)
-            return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-        leap = second == "60"
-        instant = datetime(
-            int(year), int(month), int(day), int(hour), int(minute),
-            59 if leap else int(second), tzinfo=UTC,
-        )  # fmt: skip
-        if leap:
-            instant += _ONE_SECOND
-        if fraction:
-            # PostgreSQL: fsec = rint(strtod(".ddd") * 1e6); Python's float() and round()
-            # are the same correctly rounded parse and half-to-even rounding.
-            instant += timedelta(microseconds=round(float(fraction) * 1_000_000))
-        if sign:
-            offset = timedelta(hours=int(off_h), minutes=int(off_m))
-            instant = instant - offset if sign == "+" else instant + offset
-    except (ValueError, OverflowError):
-        raise ValueError(
-            f"properties.{name} {label(value, 60)} is not a valid RFC 3339 date-time "
-            "(a field or the UTC instant is out of range)"
-        ) from None
-    return instant
+# Control characters (C0 and DEL): an id travels in URLs, logs and file names.
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+# How far (degrees) a geometry may reach beyond its bbox: producers round bboxes and densify
+# them differently from footprints; swapped axes or a projected bbox are off by far more.
+BBOX_TOLERANCE = 1e-3
 
 
 def _rings(geometry: dict[str, Any]) -> list[Any]:
@@ -118,6 +51,97 @@ def geometry_problem(geometry: Any) -> str | None:
     return None
 
 
+def _outline(geometry: dict[str, Any]) -> list[Any]:
+    """The positions that bound a GeoJSON geometry: all of them, but only polygons' outer rings
+    (holes lie inside them); GeometryCollections included."""
+    kind, coords = geometry.get("type"), geometry.get("coordinates")
+    if kind == "Polygon":
+        return coords[0]
+    if kind == "MultiPolygon":
+        return [p for polygon in coords for p in polygon[0]]
+    if kind == "Point":
+        return [coords]
+    if kind in ("LineString", "MultiPoint"):
+        return coords
+    if kind == "MultiLineString":
+        return [p for line in coords for p in line]
+    if kind == "GeometryCollection":
+        return [p for g in geometry.get("geometries") or [] for p in _outline(g)]
+    raise ValueError(kind)
+
+
+_NUMBER_TYPES = frozenset({int, float})
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in _NUMBER_TYPES and math.isfinite(value)
+
+
+def _fmt(values: Any) -> str:
+    return "[" + ", ".join(f"{v:g}" for v in values) + "]"
+
+
+def bbox_problem(bbox: Any, geometry: dict[str, Any]) -> str | None:
+    """A bbox that is not 4 or 6 numbers, or does not contain the geometry (RFC 7946 section 5).
+
+    West greater than east is a bbox across the antimeridian: a longitude is then inside when it
+    is east of west or west of east. The geometry's own mistakes are left to its checks.
+    """
+    if (
+        not isinstance(bbox, list)
+        or len(bbox) not in (4, 6)
+        or not set(map(type, bbox)) <= _NUMBER_TYPES
+        or not math.isfinite(sum(bbox))
+    ):
+        return "has a 'bbox' that is not 4 or 6 numbers [west, south, (low,) east, north, (high)]"
+    half = len(bbox) // 2
+    west, south, east, north = bbox[0], bbox[1], bbox[half], bbox[half + 1]
+    if south > north:
+        return f"has a bbox whose south ({south:g}) is above its north ({north:g})"
+    try:
+        xs, ys = list(zip(*_outline(geometry), strict=False))[:2]
+        extent = (min(xs), min(ys), max(xs), max(ys))
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None  # the geometry's own checks and conversion say what is wrong with it
+    tol = BBOX_TOLERANCE
+    inside = extent[1] >= south - tol and extent[3] <= north + tol
+    if inside and west <= east:
+        inside = extent[0] >= west - tol and extent[2] <= east + tol
+    elif inside:
+        inside = all(x >= west - tol or x <= east + tol for x in xs)
+    if inside:
+        return None
+    return (
+        f"has a bbox {_fmt(bbox)} that does not contain its geometry (extent {_fmt(extent)}); "
+        "a bbox is [west, south, east, north] in longitude and latitude (RFC 7946 section 5)"
+    )
+
+
+def links_problem(links: Any) -> str | None:
+    """Links that are not a list of objects with a string ``href``."""
+    if not isinstance(links, list):
+        return "has 'links' that is not a list"
+    for n, link in enumerate(links):
+        if not isinstance(link, dict) or not isinstance(link.get("href"), str):
+            rel = link.get("rel") if isinstance(link, dict) else None
+            return f"link {n} (rel {label(rel, 40)}) has no 'href' string"
+    return None
+
+
+def assets_problem(assets: Any) -> str | None:
+    """Assets that are not an object of objects with a non-empty string ``href``."""
+    if not isinstance(assets, dict):
+        return "has 'assets' that is not an object"
+    for key, asset in assets.items():
+        if (
+            not isinstance(asset, dict)
+            or not isinstance(asset.get("href"), str)
+            or not asset["href"]
+        ):
+            return f"asset {label(key, 40)} has no 'href' string"
+    return None
+
+
 class Span(NamedTuple):
     """An item's time span as UTC instants, parsed once: the datetime and end_datetime pgstac
     stores (start_datetime and end_datetime when both are set), its partition and bounds."""
@@ -134,32 +158,101 @@ def check_item(item: dict[str, Any]) -> Span:
     item_id = item.get("id")
     if not isinstance(item_id, str) or not item_id:
         raise InvalidItem("item has no 'id' string")
+    if _CONTROL.search(item_id):
+        raise InvalidItem(
+            f"item {label(item_id)} has a control character in its id (U+0000-U+001F, U+007F); "
+            "ids end up in URLs and logs"
+        )
     collection = item.get("collection")
     if not isinstance(collection, str) or not collection:
         raise InvalidItem(
-            f"item {item_id} has no 'collection'; set it to the id of a collection in pgstac"
+            f"item {label(item_id)} has no 'collection'; set it to the id of a collection in pgstac"
         )
-    geometry = geometry_problem(item.get("geometry"))
-    if geometry:
-        raise InvalidItem(f"item {item_id} {geometry}")
+    geometry = item.get("geometry")
+    problem = geometry_problem(geometry)
+    if problem is None and item.get("bbox") is not None:
+        problem = bbox_problem(item["bbox"], geometry)
+    if problem is None and item.get("assets") is not None:
+        problem = assets_problem(item["assets"])
+    if problem is None and item.get("links") is not None:
+        problem = links_problem(item["links"])
+    if problem:
+        raise InvalidItem(f"item {label(item_id)} {problem}")
     props = item.get("properties")
     if not isinstance(props, dict):
-        raise InvalidItem(f"item {item_id} has no 'properties' object")
+        raise InvalidItem(f"item {label(item_id)} has no 'properties' object")
     try:
         start, end = props.get("start_datetime"), props.get("end_datetime")
         if start is not None and end is not None:
-            lower = parse_datetime(start, "start_datetime")
-            upper = parse_datetime(end, "end_datetime")
+            lower = parse_datetime(start, "properties.start_datetime")
+            upper = parse_datetime(end, "properties.end_datetime")
             if lower > upper:
                 raise InvalidItem(f"item {label(item_id)} has start_datetime after end_datetime")
             return Span(lower, upper)
         start = props.get("datetime")
         if start is not None:
-            lower = parse_datetime(start, "datetime")
+            lower = parse_datetime(start, "properties.datetime")
             return Span(lower, lower)
     except ValueError as e:
         raise InvalidItem(f"item {label(item_id)}: {e}") from None
     raise InvalidItem(
-        f"item {item_id} has no datetime: set properties.datetime, or both "
+        f"item {label(item_id)} has no datetime: set properties.datetime, or both "
         "start_datetime and end_datetime"
     )
+
+
+def _bbox_list(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(isinstance(b, list) and len(b) in (4, 6) and all(map(_is_number, b)) for b in value)
+    )
+
+
+def _interval_list(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(isinstance(i, list) and len(i) == 2 for i in value)
+    )
+
+
+def check_collection(doc: dict[str, Any]) -> None:
+    """InvalidCollection naming the collection and what STAC requires of it that is missing.
+
+    id, description, license, extent (spatial bbox: lists of 4 or 6 numbers; temporal interval:
+    [start, end] pairs of RFC 3339 date-times or null) and links with string hrefs.
+    """
+    coll_id = doc.get("id")
+    if not isinstance(coll_id, str) or not coll_id:
+        raise InvalidCollection("collection has no 'id' string")
+    name = f"collection {label(coll_id)}"
+    if _CONTROL.search(coll_id):
+        raise InvalidCollection(f"{name} has a control character in its id (U+0000-U+001F, U+007F)")
+    for key in ("description", "license"):
+        if not isinstance(doc.get(key), str) or not doc[key]:
+            raise InvalidCollection(f"{name} has no {key!r} string; STAC requires one")
+    extent = doc.get("extent")
+    if not isinstance(extent, dict):
+        raise InvalidCollection(f"{name} has no 'extent' object; STAC requires one")
+    spatial, temporal = extent.get("spatial"), extent.get("temporal")
+    if not isinstance(spatial, dict) or not _bbox_list(spatial.get("bbox")):
+        raise InvalidCollection(
+            f"{name} has no 'extent.spatial.bbox' list of bboxes of 4 or 6 numbers"
+        )
+    if not isinstance(temporal, dict) or not _interval_list(temporal.get("interval")):
+        raise InvalidCollection(
+            f"{name} has no 'extent.temporal.interval' list of [start, end] pairs"
+        )
+    for pair in temporal["interval"]:
+        for value in pair:
+            if value is not None:
+                try:
+                    parse_datetime(value, "extent.temporal.interval")
+                except ValueError as e:
+                    raise InvalidCollection(f"{name} {e}") from None
+    if "links" not in doc:
+        raise InvalidCollection(f"{name} has no 'links' list; STAC requires one")
+    problem = links_problem(doc["links"])
+    if problem:
+        raise InvalidCollection(f"{name} {problem}")
