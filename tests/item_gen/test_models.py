@@ -54,3 +54,19 @@ def test_known_fields_log_nothing(caplog):
 def test_wrong_types_of_known_fields_are_still_rejected():
     with pytest.raises(InvalidRequest, match="create_item_args: Input should be a valid list"):
         parse_request({"package_name": "p", "group_name": "g", "create_item_args": "a.tif"})
+
+
+def test_a_flood_of_unknown_fields_makes_one_short_warning(caplog):
+    # GIVEN a request with 1000 unknown fields, one of them a 10,000-character name
+    obj = {"package_name": "p", "group_name": "g", "request_id": "flood"}
+    obj |= {f"f{n:04d}": n for n in range(999)}
+    obj["é" * 10_000] = 1
+    with caplog.at_level(logging.WARNING, logger="item_gen"):
+        parse_request(obj)
+    # THEN one warning names the first 20 (names cut at 64 characters) and counts the rest
+    [record] = [r for r in caplog.records if r.name.startswith("item_gen")]
+    message = record.getMessage()
+    assert message.startswith("request flood: ignoring unknown fields f0000, f0001, ")
+    assert ", f0019 and 980 more (known: " in message
+    assert len(message) < 600
+    assert len(record.unknown_fields) == 20
