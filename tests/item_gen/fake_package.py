@@ -5,8 +5,10 @@ to misbehave on request (leak environment changes, leave processes behind, wait 
 (``FAKEGEN_PROBE``, cwd, temp directory, umask) in the item's properties, then performs each
 action: ``setenv:NAME=VALUE``, ``chdir:DIR``, ``tempdir:DIR``, ``umask:OCTAL``, ``spawn`` (a
 ``sleep`` holding stdout), ``daemon`` (a ``sleep`` in its own session), ``orphan`` (a ``sleep``
-whose parent has exited), ``waitfor:PATH`` (block until PATH exists). The pids it started are in
-``properties["spawned"]``, and appended to PATH as they start after ``pidfile:PATH``.
+whose parent has exited), ``noise:MB`` (write MB megabytes to stderr, 1 MB at a time, waiting
+each time until stderr's file is under 1.5 MB again), ``waitfor:PATH`` (block until PATH
+exists). The pids it started are in ``properties["spawned"]``, and appended to PATH as they
+start after ``pidfile:PATH``.
 """
 
 from __future__ import annotations
@@ -78,6 +80,15 @@ def create_command(cli):
                 started(int(out.stdout))
             elif verb == "pidfile":
                 pidfile = arg
+            elif verb == "noise":  # MB to stderr, waiting each time for the file to be cut back
+                for _ in range(int(arg)):
+                    os.write(2, b"x" * 1_000_000)
+                    waited = 0
+                    while os.fstat(2).st_size > 1_500_000:
+                        if waited > 30:
+                            raise RuntimeError("stderr was never cut back")
+                        time.sleep(0.05)
+                        waited += 0.05
             elif verb == "waitfor":
                 while not os.path.exists(arg):
                     time.sleep(0.02)

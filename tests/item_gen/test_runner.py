@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from item_gen.errors import RequestTimedOut
+from item_gen import runner
+from item_gen.errors import PackageFailed, RequestTimedOut
 from item_gen.models import parse_request
 from item_gen.runner import run_once
 from item_gen.settings import GenSettings
@@ -136,11 +137,30 @@ def test_a_failing_command_reports_its_stderr_and_stdout(tmp_path, strays):
 
 def test_without_pidfd_and_waitid_the_runner_still_works(tmp_path, strays, monkeypatch):
     # GIVEN a Python without os.pidfd_open and os.waitid (macOS before Python 3.13)
-    monkeypatch.delattr(os, "pidfd_open", raising=False)
-    monkeypatch.delattr(os, "waitid", raising=False)
+    monkeypatch.delattr(os, "pidfd_open")
+    monkeypatch.delattr(os, "waitid")
     item = json.dumps(ITEM)
     uvx = fake_uvx(tmp_path, f"echo '{item}' > \"$last\"\nsleep 600 &\necho $! >> $PIDS\nexit 0")
     settings = GenSettings(uvx=str(uvx), request_timeout_seconds=5)
     # THEN the item still comes back and the background process is killed
     assert run_in_thread(request(), settings) == ITEM
     wait_until_gone(left_behind(tmp_path))
+
+
+def test_endless_output_is_cut_back_to_its_end(tmp_path, strays, monkeypatch):
+    # GIVEN output files kept under 1 MiB, and a package that writes 20 MB to stderr, 1 MB at a
+    # time, each time waiting until its stderr file is back under 1.5 MB (it hangs otherwise)
+    monkeypatch.setattr(runner, "OUTPUT_KEEP_BYTES", 1024 * 1024)
+    uvx = fake_uvx(
+        tmp_path,
+        "for i in $(seq 20); do\n"
+        "  head -c 1000000 /dev/zero | tr '\\0' x >&2\n"
+        '  while [ "$(stat -L -c %s /proc/$$/fd/2)" -gt 1500000 ]; do sleep 0.05; done\n'
+        "done\n"
+        "echo >&2; echo 'last words' >&2; exit 1",
+    )
+    settings = GenSettings(uvx=str(uvx), request_timeout_seconds=60)
+    # THEN it runs to its end (its output file was cut back as it ran) and its last words show
+    error = run_in_thread(request(), settings, bound=120)
+    assert isinstance(error, PackageFailed)
+    assert str(error).endswith("exited 1: …" + "x" * 1989 + "\nlast words")

@@ -15,6 +15,7 @@ from fake_package import GROUP as FAKE_GROUP
 from fake_package import build_wheel
 from geotiffs import glad_collection_request, glad_item_request, glad_tiles
 
+import item_gen.runner
 from item_gen.errors import PackageFailed, RequestTimedOut
 from item_gen.models import parse_request
 from item_gen.runner import run_once
@@ -318,3 +319,11 @@ def test_a_busy_worker_is_not_killed_by_eviction(runner, settings, fake_wheel, t
     assert [r["id"] for r in results] == ["fake-item"]
     wait_for(lambda: gone(worker.pid), timeout=10)
     assert [environment_of(w) for w in runner.workers()] == ["1"]
+
+
+def test_endless_stderr_is_cut_back_to_its_end(runner, settings, fake_wheel, monkeypatch):
+    # GIVEN worker stderr files kept under 1 MiB, and a request that writes 20 MB to stderr, each
+    # MB waiting until the file is back under 1.5 MB (it fails after 30 s otherwise)
+    monkeypatch.setattr(item_gen.runner, "OUTPUT_KEEP_BYTES", 1024 * 1024)
+    # THEN it runs to its end
+    assert runner(fake_request(fake_wheel, "noise:20"), settings)["id"] == "fake-item"

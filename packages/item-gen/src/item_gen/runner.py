@@ -87,12 +87,12 @@ def _exited(proc: subprocess.Popen) -> bool:
     return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
 
 
-def _wait(proc: subprocess.Popen, timeout: float) -> bool:
+def _wait(proc: subprocess.Popen, timeout: float, output: CommandLog) -> bool:
     """Wait until ``proc`` exits, without reaping it; False if ``timeout`` passed first.
 
     Not reaping keeps its pid, and so its process group id, from being reused while we kill the
     group. Waits on the process itself (a pidfd), never on its pipes, which anything it left
-    running may hold open.
+    running may hold open. Meanwhile keeps its output file short.
     """
     deadline = time.monotonic() + timeout
     try:
@@ -109,23 +109,61 @@ def _wait(proc: subprocess.Popen, timeout: float) -> bool:
             if pidfd is None:
                 time.sleep(min(0.05, remaining))
             else:
-                select.select([pidfd], [], [], remaining)
+                select.select([pidfd], [], [], min(CHECK_SECONDS, remaining))
+            output.trim()
     finally:
         if pidfd is not None:
             os.close(pidfd)
 
 
-def _output_file() -> int:
-    """An unlinked file for a command's stdout and stderr: nothing can block on a full pipe."""
-    fd, path = tempfile.mkstemp(prefix="stactools-run-", suffix=".log")
-    os.unlink(path)
-    return fd
+OUTPUT_KEEP_BYTES = 16 * 1024 * 1024
+"""A command's output file is cut back to its tail beyond this: endless output cannot fill /tmp."""
+
+CHECK_SECONDS = 0.25
+"""How often a running command's output file is checked against ``OUTPUT_KEEP_BYTES``."""
 
 
-def _tail(fd: int) -> str:
-    size = os.fstat(fd).st_size
-    start = max(0, size - 4 * STDERR_TAIL)
-    return stderr_tail(os.pread(fd, size - start, start).decode(errors="replace"))
+class CommandLog:
+    """An unlinked file a command appends its output to, of which only the end matters.
+
+    A file, not a pipe: nothing the command leaves running can make us wait for an end of file,
+    and nothing blocks on a full pipe. After a crash what the process said last is still there.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        fd, path = tempfile.mkstemp(prefix=prefix, suffix=".log")
+        os.close(fd)
+        # O_APPEND: writes land at the end even after ``trim`` cut the file back.
+        self.fd = os.open(path, os.O_RDWR | os.O_APPEND)
+        os.unlink(path)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def clear(self) -> None:
+        """Forget what was written so far (a warm worker's previous request)."""
+        os.ftruncate(self.fd, 0)
+
+    def _end(self) -> bytes:
+        size = os.fstat(self.fd).st_size
+        start = max(0, size - 4 * STDERR_TAIL)
+        return os.pread(self.fd, size - start, start)
+
+    def tail(self) -> str:
+        """The end of the output, short enough for a log line and an error message."""
+        return stderr_tail(self._end().decode(errors="replace"))
+
+    def trim(self, keep: int | None = None) -> None:
+        """Cut the file back to its end once it is over ``keep`` bytes."""
+        if os.fstat(self.fd).st_size > (OUTPUT_KEEP_BYTES if keep is None else keep):
+            end = self._end()
+            os.ftruncate(self.fd, 0)
+            os.write(self.fd, end)  # what was written in between is lost: only the end matters
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 def run_once(request: Request, settings: GenSettings) -> dict:
@@ -134,7 +172,7 @@ def run_once(request: Request, settings: GenSettings) -> dict:
         workdir = Path(tmp)
         destination = destination_in(workdir, request)
         cmd = command_for(request, destination, settings)
-        output = _output_file()
+        output = CommandLog("stactools-run-")
         try:
             # Runs in the caller's directory so relative paths in requests mean what the user meant.
             # A new session lets us kill uvx, the Python it starts and their children together.
@@ -147,7 +185,7 @@ def run_once(request: Request, settings: GenSettings) -> dict:
             )
             finished = False
             try:
-                finished = _wait(proc, settings.request_timeout_seconds)
+                finished = _wait(proc, settings.request_timeout_seconds, output)
             finally:
                 if not finished:  # timed out (or interrupted): also what left the session
                     kill_tree(proc.pid)
@@ -164,8 +202,8 @@ def run_once(request: Request, settings: GenSettings) -> dict:
             if proc.returncode != 0:
                 raise PackageFailed(
                     f"request {request.label}: `{shlex.join(cmd)}` exited {proc.returncode}: "
-                    f"{_tail(output)}"
+                    f"{output.tail()}"
                 )
         finally:
-            os.close(output)
+            output.close()
         return read_output(workdir, destination, request, cmd)

@@ -46,12 +46,12 @@ from item_gen.errors import PackageFailed, RequestTimedOut
 from item_gen.models import Request
 from item_gen.processes import kill_tree
 from item_gen.runner import (
-    STDERR_TAIL,
+    CHECK_SECONDS,
+    CommandLog,
     command_for,
     destination_in,
     read_output,
     run_once,
-    stderr_tail,
     uvx_prefix,
 )
 from item_gen.settings import GenSettings
@@ -80,12 +80,9 @@ class _Worker:
     def __init__(self, cmd: list[str], deadline: float) -> None:
         self.cmd = cmd
         self.served = 0
-        # stderr goes to an unlinked file opened for appending: nothing can block on a full pipe,
-        # and after a crash the runner can still read what the process said last.
-        fd, path = tempfile.mkstemp(prefix="stactools-worker-", suffix=".log")
-        os.close(fd)
-        self._log = os.open(path, os.O_RDWR | os.O_APPEND)
-        os.unlink(path)
+        # stderr goes to a file: nothing can block on a full pipe, and after a crash the runner
+        # can still read what the process said last.
+        self._log = CommandLog("stactools-worker-")
         self._buf = b""
         # A new session lets us kill uvx and the Python it starts together.
         try:
@@ -97,7 +94,7 @@ class _Worker:
                 start_new_session=True,
             )
         except OSError as e:  # uvx itself is missing or not executable
-            os.close(self._log)
+            self._log.close()
             raise _WorkerDied(None, str(e)) from None
         try:
             hello = self._read(deadline)
@@ -113,7 +110,7 @@ class _Worker:
 
     def run(self, request: dict, deadline: float) -> dict:
         """Send one request and wait for its answer; raises ``_WorkerDied`` or ``_TimedOut``."""
-        os.ftruncate(self._log, 0)  # stderr of this request only
+        self._log.clear()  # stderr of this request only
         try:
             self.proc.stdin.write(json.dumps(request).encode() + b"\n")
             self.proc.stdin.flush()
@@ -125,17 +122,19 @@ class _Worker:
 
     def stderr(self) -> str:
         """The end of what the worker wrote to stderr since the current request was sent."""
-        size = os.fstat(self._log).st_size
-        start = max(0, size - 4 * STDERR_TAIL)
-        return stderr_tail(os.pread(self._log, size - start, start).decode(errors="replace"))
+        return self._log.tail()
 
     def _read(self, deadline: float) -> dict:
         """The next JSON line on the worker's stdout, waiting no later than ``deadline``."""
         fd = self.proc.stdout.fileno()
         while b"\n" not in self._buf:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+            if remaining <= 0:
                 raise _TimedOut
+            ready = select.select([fd], [], [], min(CHECK_SECONDS, remaining))[0]
+            self._log.trim()
+            if not ready:
+                continue
             chunk = os.read(fd, 65536)
             if not chunk:
                 raise self._died()
@@ -178,9 +177,7 @@ class _Worker:
         for stream in (self.proc.stdin, self.proc.stdout):
             with contextlib.suppress(OSError):
                 stream.close()
-        if self._log >= 0:
-            os.close(self._log)
-            self._log = -1
+        self._log.close()
 
 
 class _Pool:
