@@ -333,3 +333,69 @@ def test_readme_first_command_from_a_clone_in_a_closed_directory_as_root(tmp_pat
             fallback = Path(pointer.read_text().strip())
             stop_home(fallback)
             shutil.rmtree(fallback, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("args", "reason"),
+    [
+        (
+            ["--datetime", "garbage"],
+            'invalid input syntax for type timestamp with time zone: "garbage"',
+        ),
+        (["--datetime", "2020-02-30T00:00:00Z"], 'date/time field value out of range: "2020-02-30'),
+    ],
+)
+def test_search_pgstac_refuses_is_one_line(pgstac, tmp_path, args, reason):
+    result = cli("search", *args, "--dsn", pgstac.dsn, cwd=tmp_path)
+    assert result.returncode == 2
+    assert one_error_line(result).startswith(f"error: pgstac refused the search: {reason}")
+
+
+def test_search_bbox_must_be_finite(pgstac, tmp_path):
+    result = cli("search", "--bbox", "1,2,3,nan", "--dsn", pgstac.dsn, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: Invalid value for '--bbox': expected four finite numbers: minx,miny,maxx,maxy"
+    )
+
+
+# -- abuse: two first commands at once, a data directory from before passwords, odd pointers ---
+
+
+def test_two_first_starts_at_once_share_one_server(home, tmp_path):
+    env = clean_env(STACTOOLS_INGEST_HOME=str(home))
+    procs = [
+        subprocess.Popen(
+            [CLI, "local", "start"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outs[0] == outs[1]
+    with psycopg.connect(outs[0]) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_data_directory_without_password_is_refused_in_one_line(home, tmp_path):
+    # GIVEN a data directory initialised before passwords (trust for everyone)
+    (home / "pgdata").mkdir(parents=True)
+    (home / "pgdata" / "PG_VERSION").write_text("15\n")
+    result = cli("local", "start", cwd=tmp_path, STACTOOLS_INGEST_HOME=str(home))
+    assert result.returncode == 4
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {home / 'pgdata'} was initialised without a password (open to every local "
+        f"user); stop it and move it away to start afresh, or set STACTOOLS_INGEST_HOME to "
+        f"another directory"
+    )
+
+
+@pytest.mark.parametrize("content", ["relative/home\n", "\x00\n", "   \n"])
+def test_a_pointer_that_is_not_an_absolute_path_is_ignored(tmp_path, content):
+    tmp_path.chmod(0o755)
+    (tmp_path / ".stactools-ingest").mkdir()
+    (tmp_path / ".stactools-ingest" / "home").write_text(content)
+    result = cli("local", "status", cwd=tmp_path)
+    assert result.returncode == 3
+    assert result.stdout.splitlines()[0].startswith("stopped  data: /")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import pwd
@@ -258,9 +259,17 @@ class EmbeddedServer:
         """Initialise (first time), start and migrate; a running server is left as it is."""
         if self.is_running():
             return
+        self.home.mkdir(parents=True, exist_ok=True)
+        # Two first commands at once (two terminals) must not both initdb or both pg_ctl start:
+        # the second waits here, then finds the server the first one started.
+        with open(self.home / "start.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not self.is_running():
+                self._start_locked(say)
+
+    def _start_locked(self, say) -> None:
         bindir = find_server(say=say)
         user = _ensure_server_user()
-        self.home.mkdir(parents=True, exist_ok=True)
         if user:
             _check_traversable(self.home, user)
             shutil.chown(self.home, user)

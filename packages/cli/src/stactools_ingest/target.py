@@ -82,8 +82,8 @@ def locate_home(cwd: Path | None = None) -> Home:
         remembered = pointer.read_text().strip()
     except (FileNotFoundError, NotADirectoryError, PermissionError, UnicodeDecodeError):
         remembered = ""
-    if remembered:
-        return Home(Path(remembered))
+    if remembered and "\x00" not in remembered and Path(remembered).is_absolute():
+        return Home(Path(remembered))  # anything else is not ours: choose afresh
     if os.geteuid() != 0 or (local / "pgdata").exists():
         return Home(local)  # not root: the server runs as us and can enter whatever we can
     closed = first_closed(local, SERVER_USER)

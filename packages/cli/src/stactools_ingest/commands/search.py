@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
+import math
 
 import click
+import psycopg
 
+from ingest_common.errors import IngestError
 from stactools_ingest.target import connect, resolve_dsn
+
+
+class SearchRefused(IngestError):
+    """pgstac rejected the search's values (SQLSTATE class 22): the user's input, exit 2."""
+
+    exit_code = 2
 
 
 @click.command("search")
@@ -36,13 +45,21 @@ def search(
         try:
             query["bbox"] = [float(v) for v in bbox.split(",")]
         except ValueError:
-            raise click.BadParameter("expected four numbers: minx,miny,maxx,maxy") from None
-        if len(query["bbox"]) != 4:
-            raise click.BadParameter("expected four numbers: minx,miny,maxx,maxy")
+            query["bbox"] = []
+        if len(query["bbox"]) != 4 or not all(map(math.isfinite, query["bbox"])):
+            raise click.BadParameter(
+                "expected four finite numbers: minx,miny,maxx,maxy", param_hint="'--bbox'"
+            )
     if dt:
         query["datetime"] = dt
     with connect(resolve_dsn(dsn, start_embedded=False)) as conn:
-        result = conn.execute("SELECT search(%s::jsonb)", (json.dumps(query),)).fetchone()[0]
+        try:
+            result = conn.execute("SELECT search(%s::jsonb)", (json.dumps(query),)).fetchone()[0]
+        except psycopg.Error as e:
+            if not (e.sqlstate or "").startswith("22"):  # class 22: the values given, not the db
+                raise
+            reason = (e.diag.message_primary or str(e)).strip().splitlines()[0]
+            raise SearchRefused(f"pgstac refused the search: {reason}") from None
     features = result.get("features", [])
     if as_json:
         for feature in features:
