@@ -150,6 +150,7 @@ def test_malformed_line_is_reported_and_the_rest_runs(pgstac, tmp_path):
     assert f"{path}:3: not valid JSON" in result.stderr
     s = summary(result)
     assert (s["succeeded"], s["input_errors"], s["failed"]) == (3, 1, 1)
+    assert s["requests"] + s["documents"] == s["succeeded"] + s["failed"]
     assert pgstac.item_ids("m") == ["m1", "m2"]
 
 
@@ -245,3 +246,66 @@ def test_poison_records_are_dead_lettered_at_once_and_the_rest_loads(pgstac, tmp
     assert [letters[s]["receive_count"] for s in sorted(letters)] == [1, 1]
     assert "nul" in letters[f"{path}:3"]["reason"]
     assert "http://[::1" in letters[f"{path}:4"]["reason"]
+
+
+def _dead_item(pgstac, tmp_path) -> None:
+    """An item whose collection is missing, dead-lettered."""
+    early = tmp_path / "early.ndjson"
+    early.write_text(json.dumps(item("late1", "late")) + "\n")
+    first = cli("run", str(early), "--dsn", pgstac.dsn, "--json", "--max-receives", "1")
+    assert (first.returncode, summary(first)["dead_letters"]) == (1, 1), first.stderr
+
+
+def _redrive(pgstac) -> None:
+    redrove = cli("dlq", "redrive", "--all", "--dsn", pgstac.dsn)
+    assert redrove.stdout.strip() == (
+        "redrove 1 messages; run `stactools-ingest run` to process them"
+    )
+
+
+def test_run_without_files_processes_what_dlq_redrive_put_back(pgstac, tmp_path):
+    # GIVEN a dead letter whose cause is then fixed (its collection loaded), and redriven
+    _dead_item(pgstac, tmp_path)
+    fix = tmp_path / "fix.ndjson"
+    fix.write_text(json.dumps(collection("late")) + "\n")
+    assert cli("run", str(fix), "--dsn", pgstac.dsn, "-q").returncode == 0
+    _redrive(pgstac)
+    # WHEN `run` runs with no files, as redrive's message says
+    result = cli("run", "--dsn", pgstac.dsn, "--json")
+    # THEN it processes the redriven message, counts it, and succeeds
+    assert result.returncode == 0, result.stderr
+    s = summary(result)
+    assert (s["requests"], s["documents"], s["succeeded"], s["failed"]) == (0, 1, 1, 0)
+    assert pgstac.item_ids("late") == ["late1"]
+
+
+def test_a_redriven_message_that_dies_again_fails_the_run(pgstac, tmp_path):
+    # GIVEN a redriven dead letter whose cause is not fixed
+    _dead_item(pgstac, tmp_path)
+    _redrive(pgstac)
+    # WHEN another file runs
+    other = tmp_path / "other.ndjson"
+    other.write_text(json.dumps(collection("other")) + "\n")
+    result = cli("run", str(other), "--dsn", pgstac.dsn, "--json", "--max-receives", "1")
+    # THEN the summary counts both, the dead letter included, and the exit code says so
+    assert result.returncode == 1, result.stderr
+    s = summary(result)
+    assert (s["documents"], s["succeeded"], s["failed"], s["dead_letters"]) == (2, 1, 1, 1)
+    assert s["requests"] + s["documents"] == s["succeeded"] + s["failed"]
+
+
+def test_pretty_printed_json_with_one_syntax_error_is_one_error(pgstac, tmp_path):
+    # GIVEN a pretty-printed FeatureCollection with one missing comma
+    text = json.dumps({"type": "FeatureCollection", "features": [item("j1", "j")]}, indent=2)
+    broken = text.replace('"stac_version": "1.0.0",', '"stac_version": "1.0.0"', 1)
+    line = text[: text.index('"stac_version": "1.0.0",')].count("\n") + 2
+    path = tmp_path / "items.json"
+    path.write_text(broken)
+    # WHEN it runs
+    result = cli("run", str(path), "--dsn", pgstac.dsn, "--json")
+    # THEN one error names the line and column of the syntax error
+    assert result.returncode == 1
+    [message] = result.stderr.strip().splitlines()
+    assert message.startswith(f"{path}:{line}:7: not valid JSON: unexpected character")
+    s = summary(result)
+    assert (s["documents"], s["input_errors"], s["failed"]) == (1, 1, 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,36 +44,41 @@ def check_files(paths: list[str]) -> None:
             raise InputFileError(f"{path}: no such file")
 
 
-def _lines(path: str) -> Iterator[tuple[int, bytes]]:
-    if path == "-":
-        yield from enumerate(sys.stdin.buffer, start=1)
-        return
-    with open(path, "rb") as f:
-        yield from enumerate(f, start=1)
-
-
 def read_inputs(paths: list[str]) -> Iterator[InputRecord | InputProblem]:
-    """Objects from each file: a whole-file JSON document (object or array), else NDJSON lines."""
+    """Objects from each file: a whole-file JSON document (object or array), else NDJSON lines.
+
+    A file that is neither, with not one line holding a JSON object, is a JSON document with a
+    syntax error (pretty-printed, say): that one error is reported with its line and column,
+    not one error per line.
+    """
     for path in paths:
         name = "<stdin>" if path == "-" else path
-        if path != "-":
-            data = Path(path).read_bytes()
-            try:
-                whole = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                whole = None
+        if path == "-":
+            yield from _ndjson(name, enumerate(sys.stdin.buffer, start=1))
+            continue
+        data = Path(path).read_bytes()
+        try:
+            whole = orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            lines = list(_ndjson(name, enumerate(data.splitlines(), start=1)))
+            if any(isinstance(r, InputRecord) and isinstance(r.obj, dict) and r.obj for r in lines):
+                yield from lines
             else:
-                items = whole if isinstance(whole, list) else [whole]
-                for n, obj in enumerate(items, start=1):
-                    yield InputRecord(f"{name}#{n}" if isinstance(whole, list) else name, obj)
-                continue
-        for lineno, line in _lines(path):
-            if not line.strip():
-                continue
-            try:
-                yield InputRecord(f"{name}:{lineno}", orjson.loads(line))
-            except orjson.JSONDecodeError as e:
-                yield InputProblem(f"{name}:{lineno}", f"not valid JSON: {e}")
+                yield InputProblem(f"{name}:{e.lineno}:{e.colno}", f"not valid JSON: {e.msg}")
+            continue
+        items = whole if isinstance(whole, list) else [whole]
+        for n, obj in enumerate(items, start=1):
+            yield InputRecord(f"{name}#{n}" if isinstance(whole, list) else name, obj)
+
+
+def _ndjson(name: str, lines: Iterable[tuple[int, bytes]]) -> Iterator[InputRecord | InputProblem]:
+    for lineno, line in lines:
+        if not line.strip():
+            continue
+        try:
+            yield InputRecord(f"{name}:{lineno}", orjson.loads(line))
+        except orjson.JSONDecodeError as e:
+            yield InputProblem(f"{name}:{lineno}", f"not valid JSON: {e}")
 
 
 def message_id(obj: Any) -> str:

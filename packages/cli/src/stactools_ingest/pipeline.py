@@ -68,7 +68,14 @@ class LoadTally:
 
 @dataclass
 class RunSummary:
-    """What ``stactools-ingest run`` prints at the end (``--json``: one object)."""
+    """What ``stactools-ingest run`` prints at the end (``--json``: one object).
+
+    It speaks of everything this run processed: its input files, and whatever was already
+    queued when it started (a killed run's leftovers, redriven dead letters). ``requests`` are
+    item and collection requests, ``documents`` STAC documents and input lines that could not
+    be used; each ends up ``succeeded`` or ``failed``, so ``requests + documents ==
+    succeeded + failed`` once the run has finished.
+    """
 
     requests: int
     documents: int
@@ -92,6 +99,23 @@ class Enqueued:
     load_ids: list[str] = field(default_factory=list)
     problems: list[InputProblem] = field(default_factory=list)
     new: int = 0
+
+    def include(self, queued: Iterable[tuple[str, str]]) -> None:
+        """Add messages that were already queued, so the summary counts them too.
+
+        A queued load message ``gen:<id>`` is the item of request ``<id>``: it counts as that
+        request, not as a document.
+        """
+        gen, load = set(self.gen_ids), set(self.load_ids)
+        for queue, mid in queued:
+            if queue == LOAD and mid.startswith("gen:"):
+                queue, mid = GEN, mid.removeprefix("gen:")
+            if queue == GEN and mid not in gen:
+                gen.add(mid)
+                self.gen_ids.append(mid)
+            elif queue == LOAD and mid not in load:
+                load.add(mid)
+                self.load_ids.append(mid)
 
 
 class LocalPipeline:
@@ -360,6 +384,7 @@ class LocalPipeline:
         released = monitor.call(lambda q: q.release_orphans())
         if released:
             logger.info("released %d messages leased by a stopped run", released)
+        enqueued.include(monitor.call(lambda q: q.queued()))
         threads = [
             threading.Thread(target=self._guard(self._gen_worker), name=f"gen-{n}", daemon=True)
             for n in range(self.gen_workers)
@@ -390,15 +415,14 @@ class LocalPipeline:
         return summary
 
     def summarise(self, queues: LocalQueues, enqueued: Enqueued, seconds: float) -> RunSummary:
-        """Count this run's inputs by outcome: a request succeeds when its item landed."""
-        gen = queues.states(GEN, enqueued.gen_ids)
-        derived = queues.states(LOAD, [f"gen:{i}" for i in enqueued.gen_ids])
+        """Count what this run processed by outcome: a request succeeds when its item landed."""
+        requests = queues.request_outcomes(enqueued.gen_ids)
         docs = queues.states(LOAD, enqueued.load_ids)
-        dead = gen["dead"] + derived["dead"] + docs["dead"]
+        dead = requests["dead"] + docs["dead"]
         return RunSummary(
             requests=len(enqueued.gen_ids),
-            documents=len(enqueued.load_ids),
-            succeeded=derived["done"] + docs["done"],
+            documents=len(enqueued.load_ids) + len(enqueued.problems),
+            succeeded=requests["done"] + docs["done"],
             failed=dead + len(enqueued.problems),
             items_loaded=self.counters.items_loaded,
             collections_loaded=self.counters.collections_loaded,

@@ -365,6 +365,32 @@ class LocalQueues:
         ).fetchall()
         return {GEN: 0, LOAD: 0, **dict(rows)}
 
+    def queued(self) -> list[tuple[str, str]]:
+        """``(queue, id)`` of every message not yet done or dead (what ``pending`` counts)."""
+        rows = self.conn.execute(
+            """
+            SELECT queue, id FROM stactools_ingest.messages m
+            WHERE state = 'ready' AND EXISTS (
+                SELECT 1 FROM stactools_ingest.message_bodies b
+                WHERE b.queue = m.queue AND b.id = m.id)
+            """
+        ).fetchall()
+        return [(q, i) for q, i in rows]
+
+    def request_outcomes(self, ids: Sequence[str]) -> dict[str, int]:
+        """How many requests ended ``done`` (their item landed) or ``dead`` (either stage)."""
+        done, dead = self.conn.execute(
+            """
+            SELECT count(*) FILTER (WHERE d.state = 'done'),
+                   count(*) FILTER (WHERE g.state = 'dead' OR d.state = 'dead')
+            FROM unnest(%s::text[]) AS r(id)
+            LEFT JOIN stactools_ingest.messages g ON g.queue = %s AND g.id = r.id
+            LEFT JOIN stactools_ingest.messages d ON d.queue = %s AND d.id = 'gen:' || r.id
+            """,
+            (list(ids), GEN, LOAD),
+        ).fetchone()
+        return {"done": done, "dead": dead}
+
     def states(self, queue: str, ids: Sequence[str]) -> dict[str, int]:
         """How many of ``ids`` are ready / done / dead."""
         rows = self.conn.execute(

@@ -6,55 +6,14 @@ import json
 import logging
 import os
 import sys
-import time
 
 import click
 
 from item_gen.settings import GenSettings
 from stactools_ingest.inputs import check_files, read_inputs
-from stactools_ingest.pipeline import Counters, LocalPipeline, RunSummary
+from stactools_ingest.pipeline import LocalPipeline, RunSummary
+from stactools_ingest.progress import Reporter
 from stactools_ingest.target import resolve_dsn
-
-
-class _Reporter:
-    """A live progress line on a terminal; a plain log line every few seconds otherwise."""
-
-    def __init__(self, total_requests: int, quiet: bool) -> None:
-        self.total_requests = total_requests
-        self.quiet = quiet
-        self.tty = sys.stderr.isatty()
-        self.started = time.perf_counter()
-        self.last_plain = 0.0
-        self.live = None
-        if self.tty and not quiet:
-            from rich.console import Console
-            from rich.live import Live
-
-            self.live = Live(console=Console(stderr=True), refresh_per_second=4, transient=True)
-            self.live.start()
-
-    def line(self, c: Counters, pending: dict[str, int]) -> str:
-        elapsed = time.perf_counter() - self.started
-        rate = c.items_loaded / elapsed if elapsed > 0 else 0.0
-        return (
-            f"requests {c.requests_done}/{self.total_requests} done, {c.requests_failed} failed"
-            f" | items loaded {c.items_loaded} ({rate:,.0f}/s)"
-            f" | queued gen {pending.get('gen', 0)} load {pending.get('load', 0)}"
-            f" | retries {c.retries} | {elapsed:,.1f} s"
-        )
-
-    def tick(self, c: Counters, pending: dict[str, int]) -> None:
-        if self.quiet:
-            return
-        if self.live is not None:
-            self.live.update(self.line(c, pending))
-        elif time.perf_counter() - self.last_plain >= 5.0:
-            self.last_plain = time.perf_counter()
-            click.echo(self.line(c, pending), err=True)
-
-    def close(self) -> None:
-        if self.live is not None:
-            self.live.stop()
 
 
 def _print_summary(summary: RunSummary, as_json: bool) -> None:
@@ -73,7 +32,7 @@ def _print_summary(summary: RunSummary, as_json: bool) -> None:
 
 
 @click.command("run")
-@click.argument("files", nargs=-1, required=True)
+@click.argument("files", nargs=-1)
 @click.option("--dsn", help="Target pgstac (default: PGSTAC_DSN, PG* variables, else embedded).")
 @click.option(
     "--workers",
@@ -130,8 +89,9 @@ def run(
 ) -> None:
     """Ingest FILE... (JSON or NDJSON of requests and STAC documents; - for stdin).
 
+    Without FILE, processes what is already queued (after `dlq redrive`, or a killed run).
     Running the same command again after an interruption finishes the work; running it over a
-    finished file changes nothing. Exits 0 only when nothing was dead-lettered.
+    finished file changes nothing. Exits 0 only when nothing failed or was dead-lettered.
     """
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr
@@ -152,7 +112,7 @@ def run(
     enqueued = pipeline.enqueue(read_inputs(list(files)))
     for problem in enqueued.problems:
         click.echo(f"{problem.source}: {problem.reason}", err=True)
-    reporter = _Reporter(len(enqueued.gen_ids), quiet or as_json)
+    reporter = Reporter(enqueued, sys.stderr, quiet=quiet or as_json)
     try:
         summary = pipeline.run(enqueued, on_tick=reporter.tick)
     finally:

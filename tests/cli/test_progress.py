@@ -1,0 +1,42 @@
+"""Progress of ``run`` when stderr is not a terminal: one plain line every few seconds."""
+
+from __future__ import annotations
+
+import io
+
+from stactools_ingest.pipeline import Counters, Enqueued
+from stactools_ingest.progress import Reporter
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_plain_progress_is_a_line_every_five_seconds():
+    clock, out = Clock(), io.StringIO()
+    enqueued = Enqueued(gen_ids=["r1", "r2"], load_ids=["d1", "d2", "d3"])
+    reporter = Reporter(enqueued, out, clock=clock)
+    counters = Counters(requests_done=1, items_loaded=40)
+    # GIVEN ticks four times a second for twelve seconds
+    for _ in range(48):
+        reporter.tick(counters, {"gen": 1, "load": 2})
+        clock.now += 0.25
+    reporter.close()
+    # THEN two lines were written, at 5 s and 10 s, saying how far the run got
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("2/5 inputs settled | requests 1 done, 0 failed | items loaded 40")
+    assert lines[0].endswith("| 5.0 s")
+    assert lines[1].endswith("| 10.0 s")
+
+
+def test_quiet_writes_nothing():
+    clock, out = Clock(), io.StringIO()
+    reporter = Reporter(Enqueued(), out, quiet=True, clock=clock)
+    clock.now += 60
+    reporter.tick(Counters(), {"gen": 0, "load": 0})
+    assert out.getvalue() == ""
