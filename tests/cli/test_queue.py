@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from stactools_ingest.queue import LOAD, LocalQueues
+from stactools_ingest.queue import GEN, LOAD, LocalQueues
 from stactools_ingest.target import connect
 
 
@@ -95,3 +95,20 @@ def test_an_expired_lease_on_the_last_receive_is_dead_lettered(queues):
         "received 3 times without a verdict (the worker holding it stopped or exceeded the "
         "visibility timeout)"
     )
+
+
+@pytest.mark.parametrize("stage", ["load", "item-load"])
+def test_local_redrive_of_one_stage_leaves_the_other(queues, pgstac, stage):
+    from test_run import cli
+
+    a, _ = queues
+    a.send_many([(GEN, "g1", {"package_name": "x"}, "in:1", 1), (LOAD, "l1", {}, "in:2", 1)])
+    for queue in (GEN, LOAD):
+        [msg] = a.receive(queue, 1)
+        assert a.fail(msg, "bad", permanent=True) is True
+    # WHEN only the load stage's dead letters are redriven
+    result = cli("dlq", "redrive", "--all", "--stage", stage, "--dsn", pgstac.dsn)
+    # THEN only the load message is back on its queue
+    assert result.stdout.strip() == "redrove 1 messages; run `stactools-ingest run` to process them"
+    assert [d.id for d in a.dead_letters()] == ["g1"]
+    assert a.pending() == {"gen": 0, "load": 1}

@@ -427,15 +427,17 @@ class LocalQueues:
         ).fetchall()
         return _dead_letter(rows[0]) if len(rows) == 1 else None
 
-    def redrive(self, ids: Sequence[str] | None = None) -> int:
-        """Put dead letters back (all when ``ids`` is None) with a fresh receive count."""
+    def redrive(self, ids: Sequence[str] | None = None, queue: str | None = None) -> int:
+        """Put dead letters back with a fresh receive count: those named by ``ids`` (all when
+        None), of ``queue`` only when given."""
         cur = self.conn.execute(
             """
             UPDATE stactools_ingest.messages
             SET state = 'ready', receive_count = 0, visible_at = now(), lease_owner = NULL,
                 lease = NULL, updated_at = now()
             WHERE state = 'dead' AND (%s::text[] IS NULL OR id = ANY(%s))
+                AND (%s::text IS NULL OR queue = %s)
             """,
-            (ids, ids),
+            (ids, ids, queue, queue),
         )
         return cur.rowcount

@@ -11,7 +11,20 @@ from stactools_ingest.target import connect, resolve_dsn
 
 _STACK = click.option("--stack", help="A deployed ingestion stack: use its SQS dead-letter queues.")
 _DSN = click.option("--dsn", help="Target pgstac of the local run (default: embedded).")
-_STAGE = click.option("--stage", type=click.Choice(["gen", "load"]), help="Only this stage.")
+# The stages by their queue names (gen, load) or their package names (item-gen, item-load).
+STAGE_NAMES = {"gen": "gen", "load": "load", "item-gen": "gen", "item-load": "load"}
+
+
+def _stage_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    return None if value is None else STAGE_NAMES[value]
+
+
+_STAGE = click.option(
+    "--stage",
+    type=click.Choice(list(STAGE_NAMES)),
+    callback=_stage_name,
+    help="Only this stage: gen (item-gen) or load (item-load).",
+)
 
 
 def _local(dsn: str | None) -> LocalQueues:
@@ -112,5 +125,5 @@ def redrive(
                 raise click.ClickException(f"no single dead letter with id {prefix!r}")
             ids.append(letter.id)
     click.echo(
-        f"redrove {queues.redrive(ids)} messages; run `stactools-ingest run` to process them"
+        f"redrove {queues.redrive(ids, stage)} messages; run `stactools-ingest run` to process them"
     )
