@@ -105,10 +105,9 @@ def test_a_background_process_holding_stdout_does_not_hold_the_request(tmp_path,
     # WHEN the one-shot runner runs it
     # THEN the item comes back as soon as the command exits, not after the timeout
     assert run_in_thread(request(), settings) == ITEM
-    # and a background process of the command's process group is killed with it
-    if not start:
-        [pid] = left_behind(tmp_path)
-        wait_until_gone([pid])
+    # and the background process is killed with it, even in a session of its own
+    [pid] = left_behind(tmp_path)
+    wait_until_gone([pid])
 
 
 def test_timeout_holds_and_kills_what_the_command_started_even_in_another_session(tmp_path, strays):
@@ -164,3 +163,10 @@ def test_endless_output_is_cut_back_to_its_end(tmp_path, strays, monkeypatch):
     error = run_in_thread(request(), settings, bound=120)
     assert isinstance(error, PackageFailed)
     assert str(error).endswith("exited 1: …" + "x" * 1989 + "\nlast words")
+
+
+def test_a_command_killed_by_a_signal_is_reported_as_such(tmp_path, strays):
+    uvx = fake_uvx(tmp_path, "echo 'about to die' >&2\nkill -9 $$")
+    error = run_in_thread(request(), GenSettings(uvx=str(uvx), request_timeout_seconds=5))
+    assert isinstance(error, PackageFailed)
+    assert str(error).endswith("exited -9: about to die")

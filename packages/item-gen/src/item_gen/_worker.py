@@ -32,9 +32,7 @@ import contextlib
 import importlib.util
 import json
 import logging
-import signal
 import tempfile
-import time
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -119,39 +117,6 @@ class _Pristine:
         _restore_logging(self.logging)
 
 
-def _reap() -> None:
-    """Collect every child that has exited (orphans re-parented to us included)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
-
-
-def _end_children(spare: frozenset, rounds: int = 500) -> int:
-    """Kill every process a request left behind, wherever it went; returns how many were left.
-
-    As a subreaper the worker inherits orphans, so a process whose parent is killed stays in
-    our tree and is found in the next round; ``SIGKILL``ed processes cannot fork any more.
-    """
-    if not spare and not processes.has_children():
-        _reap()  # without /proc (macOS) children are not found, but their zombies are collected
-        return 0
-    left = set()
-    for _ in range(rounds):
-        _reap()
-        left = processes.descendants(os.getpid()) - spare
-        if not left:
-            return 0
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.002)
-    return len(left)
-
-
 def _run(cli, request: dict, pristine: _Pristine) -> dict:
     """Run one ``stac`` command line as the ``stac`` script would, and say how it ended."""
     argv = [str(a) for a in request["argv"]]
@@ -177,7 +142,7 @@ def _run(cli, request: dict, pristine: _Pristine) -> dict:
         sys.stdout.flush()
         sys.stderr.flush()
         pristine.restore()
-        left = _end_children(pristine.children)
+        left = processes.end_descendants(pristine.children)
     if left:  # in uninterruptible sleep: the runner kills this worker, and them, on its answer
         print(f"{left} processes the command started could not be killed", file=sys.stderr)
     return {"ok": code == 0, "exit_code": code, "error": error, "stray_processes": left}

@@ -8,7 +8,9 @@ and a child whose parent has exited is re-parented out of reach. The answer used
 process tree in ``/proc``: stop every process under a root first (a stopped process cannot fork
 or exit, so the tree holds still), then kill them all. The warm worker also makes itself a *child
 subreaper*, so orphans of its requests are re-parented to it rather than to init and stay in its
-tree.
+tree. Run as a script (``python processes.py CMD…``) this module is such a subreaper for one
+command: the one-shot runner starts ``uvx`` through it, so whatever the command leaves running,
+even in another session, is killed when the command exits.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import contextlib
 import ctypes
 import os
 import signal
+import subprocess
+import sys
+import time
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -100,3 +105,55 @@ def become_subreaper() -> bool:
         return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+def reap() -> None:
+    """Collect every child of this process that has exited (adopted orphans included)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def end_descendants(spare: frozenset[int] = frozenset(), rounds: int = 500) -> int:
+    """Kill every descendant of this process but ``spare``; returns how many could not be.
+
+    Meant for a subreaper: a process whose parent is killed is re-parented to us and found in
+    the next round; ``SIGKILL``ed processes cannot fork any more.
+    """
+    if not spare and not has_children():
+        reap()  # without /proc (macOS) children are not found, but their zombies are collected
+        return 0
+    left: set[int] = set()
+    for _ in range(rounds):
+        reap()
+        left = descendants(os.getpid()) - spare
+        if not left:
+            return 0
+        for pid in left:
+            _signal(pid, signal.SIGKILL)
+        time.sleep(0.002)
+    return len(left)
+
+
+def run_as_subreaper(cmd: list[str]) -> int:
+    """Run ``cmd``, then kill whatever it left behind; end as ``cmd`` ended."""
+    become_subreaper()
+    try:
+        proc = subprocess.Popen(cmd)
+    except OSError as e:
+        print(f"{cmd[0]}: {e}", file=sys.stderr)
+        return 127
+    proc.wait()
+    end_descendants()
+    if proc.returncode < 0:  # killed by a signal: end the same way, as a shell would report it
+        signal.signal(-proc.returncode, signal.SIG_DFL)
+        os.kill(os.getpid(), -proc.returncode)
+    return proc.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(run_as_subreaper(sys.argv[1:]))

@@ -9,6 +9,7 @@ import select
 import shlex
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +21,9 @@ from item_gen.processes import kill_tree
 from item_gen.settings import GenSettings
 
 STDERR_TAIL = 2000
+
+SUBREAPER = Path(__file__).with_name("processes.py")
+"""Run as a script, it runs a command and kills whatever the command left running."""
 
 
 def uvx_prefix(packages: list[str], settings: GenSettings) -> list[str]:
@@ -175,9 +179,10 @@ def run_once(request: Request, settings: GenSettings) -> dict:
         output = CommandLog("stactools-run-")
         try:
             # Runs in the caller's directory so relative paths in requests mean what the user meant.
-            # A new session lets us kill uvx, the Python it starts and their children together.
+            # A new session lets us kill uvx, the Python it starts and their children together;
+            # the subreaper in between kills what they leave running, in any session, on exit.
             proc = subprocess.Popen(
-                cmd,
+                [sys.executable, "-I", str(SUBREAPER), *cmd] if sys.executable else cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=output,
