@@ -150,7 +150,8 @@ def run_as_subreaper(cmd: list[str]) -> int:
     proc.wait()
     end_descendants()
     if proc.returncode < 0:  # killed by a signal: end the same way, as a shell would report it
-        signal.signal(-proc.returncode, signal.SIG_DFL)
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL and SIGSTOP have no handler
+            signal.signal(-proc.returncode, signal.SIG_DFL)
         os.kill(os.getpid(), -proc.returncode)
     return proc.returncode
 
