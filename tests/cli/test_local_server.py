@@ -399,3 +399,23 @@ def test_a_pointer_that_is_not_an_absolute_path_is_ignored(tmp_path, content):
     result = cli("local", "status", cwd=tmp_path)
     assert result.returncode == 3
     assert result.stdout.splitlines()[0].startswith("stopped  data: /")
+
+
+def test_a_home_too_long_for_a_unix_socket_still_starts(home, tmp_path):
+    # GIVEN a home whose path is longer than a unix socket path may be (107 bytes on Linux)
+    deep = home / ("d" * 120)
+    result = cli("local", "start", cwd=tmp_path, STACTOOLS_INGEST_HOME=str(deep))
+    # THEN the server starts anyway (TCP is how everyone connects) and its DSN works
+    assert result.returncode == 0, result.stderr
+    with psycopg.connect(result.stdout.strip()) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    stop_home(deep)
+
+
+def test_a_home_with_spaces_and_quotes_starts(home, tmp_path):
+    odd = home / "my data's home é"
+    result = cli("local", "start", cwd=tmp_path, STACTOOLS_INGEST_HOME=str(odd))
+    assert result.returncode == 0, result.stderr
+    with psycopg.connect(result.stdout.strip()) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    stop_home(odd)

@@ -19,6 +19,7 @@ import json
 import os
 import pwd
 import secrets
+import shlex
 import shutil
 import socket
 import stat
@@ -45,6 +46,7 @@ class EmbeddedError(IngestError):
 def _run(cmd: list[str], user: str | None = None, **kwargs) -> subprocess.CompletedProcess:
     if user:
         cmd = ["runuser", "-u", user, "--", *cmd]
+        kwargs.setdefault("cwd", "/")  # the server user may not enter our working directory
     result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
     if result.returncode != 0:
         raise EmbeddedError(
@@ -294,7 +296,7 @@ class EmbeddedServer:
         opts = [
             f"-p {port}",
             "-c listen_addresses=127.0.0.1",
-            f"-k {self.data_dir}",
+            f"-k {shlex.quote(self._socket_dir())}",  # pg_ctl hands -o to /bin/sh
             "-c max_connections=200",
             "-c shared_buffers=256MB",
             "-c max_locks_per_transaction=256",
@@ -319,6 +321,15 @@ class EmbeddedServer:
         )
         self.state_file.write_text(json.dumps({"port": port, "bindir": str(bindir)}))
         self.ensure_database(DB_NAME)
+
+    def _socket_dir(self) -> str:
+        """The data directory for the unix socket, or none when its path would be too long.
+
+        Linux caps a socket path at 107 bytes and PostgreSQL refuses to start without the
+        socket it was asked for; every DSN we hand out is TCP, so the socket is a convenience.
+        """
+        socket_path = self.data_dir / ".s.PGSQL.65535.lock"
+        return str(self.data_dir) if len(os.fsencode(socket_path)) <= 107 else ""
 
     def _initdb(self, bindir: Path, user: str | None, say) -> None:
         """A new data directory whose superuser needs a freshly generated password."""
