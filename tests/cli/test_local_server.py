@@ -419,3 +419,17 @@ def test_a_home_with_spaces_and_quotes_starts(home, tmp_path):
     with psycopg.connect(result.stdout.strip()) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     stop_home(odd)
+
+
+def test_a_server_that_cannot_start_says_why_in_one_line(home, tmp_path):
+    assert cli("local", "start", cwd=tmp_path, STACTOOLS_INGEST_HOME=str(home)).returncode == 0
+    assert cli("local", "stop", cwd=tmp_path, STACTOOLS_INGEST_HOME=str(home)).returncode == 0
+    # GIVEN a configuration PostgreSQL refuses
+    with open(home / "pgdata" / "postgresql.conf", "a") as conf:
+        conf.write("\nshared_buffers = 'lots'\n")
+    result = cli("local", "start", cwd=tmp_path, STACTOOLS_INGEST_HOME=str(home))
+    assert result.returncode == 4
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: the embedded PostgreSQL did not start: "
+        f'invalid value for parameter "shared_buffers": "lots" (see {home / "server.log"})'
+    )

@@ -18,6 +18,7 @@ import fcntl
 import json
 import os
 import pwd
+import re
 import secrets
 import shlex
 import shutil
@@ -51,7 +52,7 @@ def _run(cmd: list[str], user: str | None = None, **kwargs) -> subprocess.Comple
     if result.returncode != 0:
         raise EmbeddedError(
             f"{' '.join(cmd)} failed (exit {result.returncode}): "
-            f"{(result.stderr or result.stdout).strip()[-2000:]}"
+            f"{' '.join((result.stderr or result.stdout).split())[-2000:]}"  # one line
         )
     return result
 
@@ -190,6 +191,29 @@ def _write_secret(path: Path, text: str, owner: str | None = None) -> None:
         shutil.chown(path, owner)
 
 
+_LOG_LINE = re.compile(r"^\S+ \S+ \S+ \[(\d+)\] (LOG|WARNING|ERROR|FATAL|PANIC):\s+(.*)$")
+_ROUTINE = ("starting PostgreSQL", "listening on", "database system was shut down")
+
+
+def _start_failure(log: Path, offset: int) -> str | None:
+    """Why the server died at start, from what it logged since ``offset``: the first telling
+    line of the process that logged FATAL (its cause, e.g. a bad setting), else None."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(offset)
+            lines = f.read(1 << 20).decode("utf-8", "replace").splitlines()
+    except OSError:
+        return None
+    parsed = [m.groups() for m in map(_LOG_LINE.match, lines) if m]
+    fatal = next((pid for pid, level, _ in parsed if level in ("FATAL", "PANIC")), None)
+    if fatal is None:
+        return None
+    for pid, _, text in parsed:
+        if pid == fatal and not text.startswith(_ROUTINE):
+            return text
+    return None
+
+
 @dataclass
 class EmbeddedServer:
     """A PostgreSQL data directory under ``home`` and the server running on it."""
@@ -303,6 +327,21 @@ class EmbeddedServer:
         ]
         if not self.durable:  # tests: a crash loses nothing we care about
             opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        log = self.home / "server.log"
+        log_start = log.stat().st_size if log.exists() else 0
+        try:
+            self._pg_ctl_start(bindir, user, opts)
+        except EmbeddedError as e:
+            reason = _start_failure(log, log_start)
+            if reason is None:
+                raise
+            raise EmbeddedError(
+                f"the embedded PostgreSQL did not start: {reason} (see {log})"
+            ) from e
+        self.state_file.write_text(json.dumps({"port": port, "bindir": str(bindir)}))
+        self.ensure_database(DB_NAME)
+
+    def _pg_ctl_start(self, bindir: Path, user: str | None, opts: list[str]) -> None:
         _run(
             [
                 str(bindir / "pg_ctl"),
@@ -319,8 +358,6 @@ class EmbeddedServer:
             ],
             user=user,
         )
-        self.state_file.write_text(json.dumps({"port": port, "bindir": str(bindir)}))
-        self.ensure_database(DB_NAME)
 
     def _socket_dir(self) -> str:
         """The data directory for the unix socket, or none when its path would be too long.
