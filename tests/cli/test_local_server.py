@@ -22,7 +22,7 @@ import pytest
 from factories import collection, item
 from psycopg import sql
 
-from stactools_ingest.embedded import EmbeddedServer
+from stactools_ingest.embedded import EmbeddedServer, find_server
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "stactools-ingest")
@@ -378,17 +378,48 @@ def test_two_first_starts_at_once_share_one_server(home, tmp_path):
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-def test_data_directory_without_password_is_refused_in_one_line(home, tmp_path):
-    # GIVEN a data directory initialised before passwords (trust for everyone)
-    (home / "pgdata").mkdir(parents=True)
-    (home / "pgdata" / "PG_VERSION").write_text("15\n")
-    result = cli("local", "start", cwd=tmp_path, STACTOOLS_INGEST_HOME=str(home))
-    assert result.returncode == 4
-    assert result.stderr.strip().splitlines()[-1] == (
-        f"error: {home / 'pgdata'} was initialised without a password (open to every local "
-        f"user); stop it and move it away to start afresh, or set STACTOOLS_INGEST_HOME to "
-        f"another directory"
+def test_a_data_directory_from_before_passwords_is_secured_at_start(home, tmp_path):
+    # GIVEN a data directory initialised with trust for everyone, as earlier versions did
+    bindir = find_server(install=False)
+    home.mkdir(parents=True)
+    shutil.chown(home, "postgres")
+    subprocess.run(
+        [
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            str(bindir / "initdb"),
+            "-D",
+            str(home / "pgdata"),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+        cwd="/",
     )
+    # WHEN it is started
+    result = cli("local", "start", cwd=tmp_path, STACTOOLS_INGEST_HOME=str(home))
+    # THEN it says it now needs a password, and only the DSN with it gets in
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"the embedded pgstac in {home} let every local user in without a password; "
+        f"it now requires one (stactools-ingest local dsn prints a DSN with it)"
+    ) in result.stderr.splitlines()
+    dsn = result.stdout.strip()
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT pgstac.get_version()").fetchone()[0]
+    params = psycopg.conninfo.conninfo_to_dict(dsn)
+    assert params.pop("password", None)
+    with pytest.raises(psycopg.OperationalError, match="password"):
+        psycopg.connect(**params, connect_timeout=5).close()
+    hba = (home / "pgdata" / "pg_hba.conf").read_text().splitlines()
+    assert not [
+        line for line in hba if line.strip() and not line.startswith("#") and "trust" in line
+    ]
 
 
 @pytest.mark.parametrize("content", ["relative/home\n", "\x00\n", "   \n"])

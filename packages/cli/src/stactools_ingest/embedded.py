@@ -191,6 +191,15 @@ def _write_secret(path: Path, text: str, owner: str | None = None) -> None:
         shutil.chown(path, owner)
 
 
+_PG_HBA = """\
+# Written by stactools-ingest: every connection needs the password kept in <home>/password.
+local   all             all                                     scram-sha-256
+host    all             all             127.0.0.1/32            scram-sha-256
+host    all             all             ::1/128                 scram-sha-256
+local   replication     all                                     scram-sha-256
+host    replication     all             127.0.0.1/32            scram-sha-256
+host    replication     all             ::1/128                 scram-sha-256
+"""
 _LOG_LINE = re.compile(r"^\S+ \S+ \S+ \[(\d+)\] (LOG|WARNING|ERROR|FATAL|PANIC):\s+(.*)$")
 _ROUTINE = ("starting PostgreSQL", "listening on", "database system was shut down")
 
@@ -300,14 +309,11 @@ class EmbeddedServer:
             _check_traversable(self.home, user)
             shutil.chown(self.home, user)
         self.home.chmod(0o700)
+        open_to_all = False
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bindir, user, say)
         elif self.password is None:
-            raise EmbeddedError(
-                f"{self.data_dir} was initialised without a password (open to every local "
-                f"user); stop it and move it away to start afresh, or set "
-                f"STACTOOLS_INGEST_HOME to another directory"
-            )
+            open_to_all = True  # initialised with trust by an earlier version: secured below
         stale_pid = self.data_dir / "postmaster.pid"
         if stale_pid.exists():  # left by a killed server; pg_ctl refuses to start otherwise
             with contextlib.suppress(Exception):
@@ -339,6 +345,12 @@ class EmbeddedServer:
                 f"the embedded PostgreSQL did not start: {reason} (see {log})"
             ) from e
         self.state_file.write_text(json.dumps({"port": port, "bindir": str(bindir)}))
+        if open_to_all:
+            self._require_password()
+            say(
+                f"the embedded pgstac in {self.home} let every local user in without a "
+                f"password; it now requires one (stactools-ingest local dsn prints a DSN with it)"
+            )
         self.ensure_database(DB_NAME)
 
     def _pg_ctl_start(self, bindir: Path, user: str | None, opts: list[str]) -> None:
@@ -358,6 +370,23 @@ class EmbeddedServer:
             ],
             user=user,
         )
+
+    def _require_password(self) -> None:
+        """Give a trust-initialised server a password and scram-only pg_hba.conf, live.
+
+        The password file is written last: if we die before, the next start sees the server
+        still open (trust) and does all of this again.
+        """
+        password = secrets.token_urlsafe(24)
+        with psycopg.connect(**self.conninfo("postgres"), autocommit=True) as conn:
+            conn.execute(
+                psycopg.sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    psycopg.sql.Identifier(SERVER_USER), psycopg.sql.Literal(password)
+                )
+            )
+            (self.data_dir / "pg_hba.conf").write_text(_PG_HBA)  # keeps its owner and mode
+            conn.execute("SELECT pg_reload_conf()")
+        _write_secret(self.password_file, password + "\n")
 
     def _socket_dir(self) -> str:
         """The data directory for the unix socket, or none when its path would be too long.
