@@ -16,6 +16,7 @@ per clean batch) than staging plus one INSERT.
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from item_load.rows import CollectionJson, format_row
 from item_load.validation import Span
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 STAGING_TABLE = "stactools_ingest_rows"
 _COLUMNS = ("id", "collection", "datetime", "end_datetime", "geometry", "content", "private")
@@ -54,9 +57,13 @@ class Entry:
 
 
 def _holds(bounds: tuple[Any, ...], low: datetime, high: datetime) -> bool:
-    """Whether (empty, lower, upper) constraint bounds, None meaning infinite, hold [low, high]."""
+    """Whether (empty, lower, upper) constraint bounds hold [low, high].
+
+    None is an infinite bound: the constraint is missing (dropped, or never made), which
+    pgstac repairs in the stats refresh a load forces when the bounds do not hold.
+    """
     empty, lower, upper = bounds
-    return not empty and (lower is None or lower <= low) and (upper is None or high <= upper)
+    return not empty and lower is not None and upper is not None and lower <= low and high <= upper
 
 
 @dataclass(slots=True)
@@ -134,16 +141,18 @@ class CollectionWriter:
         makes concurrent loaders of one collection take turns, while loaders of different
         collections still run in parallel. The same lock makes the newest-wins check and the
         ``stactools_ingest.applied`` write that follows it atomic against other loaders.
+
+        Three transactions, so that readers never wait on the row work: partitions are created
+        or widened first (check_partition refreshes materialized views that ``search()`` reads,
+        holding them exclusively until commit), then the rows are written, then the partition
+        stats are refreshed. Constraints wider than the rows they hold are harmless, and a
+        refresh that fails leaves the rows loaded.
         """
         entries = sorted(entries, key=lambda e: e.partition)
+        widened = self._prepare_partitions(collection, entries)
+        due: list[tuple[str, bool]] = []
         with self.conn.transaction():
-            # UTC for this transaction whatever connection we were given: pgstac names the
-            # partitions check_partition makes with to_char() in the session's time zone.
-            self.conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtext('stactools-ingest:' || %s)), "
-                "set_config('TimeZone', 'UTC', true)",
-                (collection,),
-            )
+            self._lock(collection)
             self._mark_superseded(collection, entries)
             live = [e for e in entries if not e.superseded]
             for seq, entry in enumerate(live):
@@ -156,17 +165,60 @@ class CollectionWriter:
             for name, group in itertools.groupby(staged, key=lambda e: e.partition):
                 group = list(group)
                 bounds = Bounds.of(group)
+                # Not covered only if another loader's stats refresh narrowed the constraints
+                # since, or check_partition refused the whole group: then it runs here, per
+                # sub-group, and bisection isolates the rows it refuses.
                 covered = bounds.within(constraints.get(name))
                 bad = self._upsert_partition(collection, name, group, bounds, covered)
                 failed += bad
                 if len(bad) < len(group):
-                    self._refresh_stats(name, force=not covered)
+                    due.append((name, name in widened or not covered))
             refused = {id(entry) for entry, _ in failed}
             landed = [e for e in staged if id(e) not in refused]
             if coll_json[2] is not None:  # partitioned by time: an item may have moved
                 self._delete_moved(collection, landed)
             self._record_applied(collection, landed)
+        for name, force in due:
+            self._refresh_stats(collection, name, force)
         return failed
+
+    def _lock(self, collection: str) -> None:
+        """Take the collection's loader lock for this transaction, and run it in UTC.
+
+        UTC whatever connection we were given: pgstac names the partitions check_partition
+        makes with to_char() in the session's time zone.
+        """
+        self.conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('stactools-ingest:' || %s)), "
+            "set_config('TimeZone', 'UTC', true)",
+            (collection,),
+        )
+
+    def _prepare_partitions(self, collection: str, entries: Sequence[Entry]) -> set[str]:
+        """Create or widen the partitions ``entries`` need, committed before any row work.
+
+        Returns the partitions check_partition ran for (their stats are then refreshed at once).
+        A group check_partition refuses is left to the row transaction, which bisects it.
+        """
+        groups = {
+            name: Bounds.of(list(group))
+            for name, group in itertools.groupby(entries, key=lambda e: e.partition)
+        }
+        widened: set[str] = set()
+        with self.conn.transaction():
+            self._lock(collection)
+            constraints = self._constraints(collection)
+            for name, bounds in groups.items():
+                if bounds.within(constraints.get(name)):
+                    continue
+                try:
+                    with self.conn.transaction():
+                        self._check_partition(collection, bounds)
+                    widened.add(name)
+                except psycopg.Error as e:
+                    if is_outage(e) or is_retryable(e):
+                        raise
+        return widened
 
     # -- newest wins -------------------------------------------------------------------------
 
@@ -341,19 +393,35 @@ class CollectionWriter:
         info = self.conn.info
         return (info.host, info.port, info.dbname, partition)
 
-    def _refresh_stats(self, partition: str, force: bool) -> None:
-        """pgstac's partition stats (spatial and temporal extent), when due.
+    def _refresh_stats(self, collection: str, partition: str, force: bool) -> None:
+        """pgstac's partition stats (spatial and temporal extent), when due, after the rows.
 
         The refresh scans the partition and refreshes two materialized views: the largest
         fixed cost of a load. Rows inside a partition's existing bounds change only its extent,
         so that refresh runs at most every ``stats_interval`` seconds per partition; a batch
-        that widened the bounds refreshes at once.
+        that widened the bounds (or found its constraint missing) refreshes at once, which also
+        sets the constraints to the rows' range. Its own short transaction, under the
+        collection's lock (it rewrites constraints other loaders of the collection rely on),
+        stamped once committed. The rows are committed already: a failure here is logged and
+        the refresh is left to a later batch, unless it is an outage.
         """
         key = self._stats_key(partition)
         now = time.monotonic()
-        if force or now - _stats_refreshed.get(key, float("-inf")) >= self.stats_interval:
-            self.conn.execute("SELECT update_partition_stats_q(%s)", (partition,))
-            _stats_refreshed[key] = now
+        if not force and now - _stats_refreshed.get(key, float("-inf")) < self.stats_interval:
+            return
+        try:
+            with self.conn.transaction():
+                self._lock(collection)
+                self.conn.execute("SELECT update_partition_stats_q(%s)", (partition,))
+        except psycopg.Error as e:
+            if is_outage(e):
+                raise
+            logger.warning(
+                "partition stats refresh failed; a later batch retries it",
+                extra={"partition": partition, "reason": error_text(e)},
+            )
+            return
+        _stats_refreshed[key] = now
 
     def _delete_moved(self, collection: str, loaded: Sequence[Entry]) -> None:
         """Remove older copies of items whose datetime moved them to another partition.

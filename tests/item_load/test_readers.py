@@ -1,0 +1,122 @@
+"""The loader and its readers: no materialized-view lock held across the row work; partitions
+whose constraint went missing are repaired."""
+
+from __future__ import annotations
+
+import pytest
+from factories import (
+    LambdaContext,
+    collection,
+    failed_ids,
+    item,
+    sns_envelope,
+    sqs_event,
+    sqs_record,
+)
+
+from item_load import handler as load_handler
+from item_load.upsert import CollectionWriter
+
+MONTHLY = "monthly"
+VIEWS = ("partitions", "partition_steps")
+
+
+@pytest.fixture
+def load(pgstac):
+    """Call the real Lambda entry point against this test's database."""
+    load_handler.connections.discard()
+
+    def _load(records: list[dict]) -> dict:
+        return load_handler.handler(sqs_event(records), LambdaContext())
+
+    yield _load
+    load_handler.connections.discard()
+
+
+@pytest.fixture
+def monthly(pgstac, load):
+    assert failed_ids(load([sqs_record(sns_envelope(collection(MONTHLY)))])) == set()
+    with pgstac.connect() as conn:
+        conn.execute("UPDATE collections SET partition_trunc = 'month' WHERE id = %s", (MONTHLY,))
+    return pgstac
+
+
+def _view_locks(db, pid: int) -> list[str]:
+    """The materialized views search() reads that backend ``pid`` holds exclusively."""
+    with db.connect() as conn:
+        rows = conn.execute(
+            """
+            SELECT c.relname FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+            WHERE l.pid = %s AND l.mode = 'AccessExclusiveLock' AND c.relname = ANY(%s)
+            ORDER BY 1
+            """,
+            (pid, list(VIEWS)),
+        ).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_no_view_lock_is_held_across_the_copy_and_upserts(monthly, load, monkeypatch):
+    # GIVEN a batch that creates and widens partitions (check_partition, stats refreshes)
+    seen: dict[str, list[str]] = {}
+    stage, record = CollectionWriter._stage, CollectionWriter._record_applied
+
+    def watching_stage(self, coll_json, entries):
+        seen.setdefault("copy", []).extend(_view_locks(monthly, self.conn.info.backend_pid))
+        return stage(self, coll_json, entries)
+
+    def watching_record(self, collection_id, landed):
+        seen.setdefault("commit", []).extend(_view_locks(monthly, self.conn.info.backend_pid))
+        return record(self, collection_id, landed)
+
+    monkeypatch.setattr(CollectionWriter, "_stage", watching_stage)
+    monkeypatch.setattr(CollectionWriter, "_record_applied", watching_record)
+    records = [
+        sqs_record(sns_envelope(item(f"i{n}", MONTHLY, f"2020-{1 + n % 3:02d}-15T00:00:00Z")))
+        for n in range(9)
+    ]
+    # WHEN it is loaded
+    assert failed_ids(load(records)) == set()
+    # THEN neither the COPY nor the upserts ran while the views search() reads were locked
+    assert seen == {"copy": [], "commit": []}
+    assert monthly.count(MONTHLY) == 9
+    # AND the partitions and their stats are there for search() afterwards
+    with monthly.connect() as conn:
+        found = conn.execute(
+            'SELECT search(\'{"collections": ["monthly"], "limit": 20}\')->\'numberReturned\''
+        ).fetchone()[0]
+        stats = conn.execute(
+            "SELECT count(*) FROM partition_stats s JOIN partitions_view v USING (partition) "
+            "WHERE v.collection = %s AND s.dtrange IS NOT NULL",
+            (MONTHLY,),
+        ).fetchone()[0]
+    assert (found, stats) == (9, 3)
+
+
+def test_a_partition_whose_constraint_is_missing_is_repaired(pgstac, load):
+    # GIVEN a loaded partition whose datetime constraint was dropped (as pypgstac's
+    # test_load_items_nopartitionconstraint_succeeds does)
+    assert failed_ids(load([sqs_record(sns_envelope(collection("c")))])) == set()
+    first = [
+        sqs_record(sns_envelope(item(f"a{n}", "c", f"2011-07-{31 - n}T00:00:00Z")))
+        for n in range(3)
+    ]
+    assert failed_ids(load(first)) == set()
+    with pgstac.connect() as conn:
+        partition, lower = conn.execute(
+            "SELECT partition, lower(constraint_dtrange)::text FROM partition_sys_meta "
+            "WHERE collection = 'c'"
+        ).fetchone()
+        assert lower == "2011-07-29 00:00:00+00"
+        conn.execute(f"ALTER TABLE {partition} DROP CONSTRAINT {partition}_dt")
+        dropped = conn.execute(
+            "SELECT lower(constraint_dtrange)::text FROM partition_sys_meta WHERE collection = 'c'"
+        ).fetchone()[0]
+        assert dropped == "-infinity"
+    # WHEN the same items are loaded again (inside the stats interval)
+    assert failed_ids(load(first)) == set()
+    # THEN the constraint is back
+    with pgstac.connect() as conn:
+        lower = conn.execute(
+            "SELECT lower(constraint_dtrange)::text FROM partition_sys_meta WHERE collection = 'c'"
+        ).fetchone()[0]
+    assert lower == "2011-07-29 00:00:00+00"
