@@ -114,6 +114,7 @@ def point_libpq_at(dsn: str) -> None:
         PGPORT=str(info["port"]),
         PGUSER=info["user"],
         PGDATABASE=info["dbname"],
+        PGPASSWORD=info.get("password", ""),  # the embedded server requires one
     )
 
 
