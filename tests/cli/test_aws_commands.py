@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 from factories import collection, item
-from test_aws_ops import STACK, deployed  # noqa: F401 - the fixture
+from moto_stack import STACK
 
-from stactools_ingest.aws_ops import StackNotFound
+from stactools_ingest.aws_stack import StackNotFound
 from stactools_ingest.commands import aws_status, inventory, submit
 from stactools_ingest.inputs import InputFileError
 
@@ -42,7 +42,7 @@ def write_lines(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def test_submit_routes_requests_and_stac_and_reports_bad_lines(deployed, tmp_path):  # noqa: F811
+def test_submit_routes_requests_and_stac_and_reports_bad_lines(deployed, tmp_path):
     # GIVEN an NDJSON file mixing requests and STAC documents, with one malformed line (4)
     # and one invalid request (6)
     fc = {"type": "FeatureCollection", "features": [item("f1", "glad"), item("f2", "glad")]}
@@ -78,7 +78,7 @@ def test_submit_routes_requests_and_stac_and_reports_bad_lines(deployed, tmp_pat
     assert deployed.published("load") == [collection("glad"), item("i1", "glad"), fc]
 
 
-def test_submit_reads_json_documents_arrays_and_stdin(deployed, tmp_path):  # noqa: F811
+def test_submit_reads_json_documents_arrays_and_stdin(deployed, tmp_path):
     pretty = tmp_path / "collection.json"
     pretty.write_text(json.dumps(collection("c"), indent=2))
     array = tmp_path / "items.json"
@@ -92,7 +92,7 @@ def test_submit_reads_json_documents_arrays_and_stdin(deployed, tmp_path):  # no
     assert deployed.published("gen") == [REQUEST]
 
 
-def test_submit_missing_file_publishes_nothing(deployed, tmp_path):  # noqa: F811
+def test_submit_missing_file_publishes_nothing(deployed, tmp_path):
     good = write_lines(tmp_path / "good.ndjson", [json.dumps(REQUEST)])
     result = invoke(SUBMIT, [str(good), str(tmp_path / "missing.ndjson"), "--stack", STACK])
     assert result.exit_code != 0
@@ -101,14 +101,14 @@ def test_submit_missing_file_publishes_nothing(deployed, tmp_path):  # noqa: F81
     assert deployed.published("gen") == []
 
 
-def test_submit_unknown_stack_names_it(deployed, tmp_path):  # noqa: F811
+def test_submit_unknown_stack_names_it(deployed, tmp_path):
     good = write_lines(tmp_path / "good.ndjson", [json.dumps(REQUEST)])
     result = invoke(SUBMIT, [str(good), "--stack", "nope"])
     assert isinstance(result.exception, StackNotFound)
     assert "stack 'nope' not found" in str(result.exception)
 
 
-def test_main_prints_one_error_line_and_exits_non_zero(deployed, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_main_prints_one_error_line_and_exits_non_zero(deployed, tmp_path, monkeypatch, capsys):
     from stactools_ingest import cli
 
     try:
@@ -161,7 +161,7 @@ def expected_request(href: str) -> dict:
     }
 
 
-def test_inventory_publishes_one_item_request_per_href(deployed, tmp_path):  # noqa: F811
+def test_inventory_publishes_one_item_request_per_href(deployed, tmp_path):
     path = write_lines(tmp_path / "urls.txt", INVENTORY_LINES)
     result = invoke(INVENTORY, inventory_args(path, "--stack", STACK, "--json"))
     assert result.exit_code == 0, result.output
@@ -206,7 +206,7 @@ def test_inventory_missing_file(tmp_path):
 # --- status -----------------------------------------------------------------------------------
 
 
-def test_status_shows_depths_in_flight_and_dead_letters(deployed):  # noqa: F811
+def test_status_shows_depths_in_flight_and_dead_letters(deployed):
     deployed.send("gen", "queue", ["a", "b", "c"])
     deployed.sqs.receive_message(QueueUrl=deployed.url("gen"), MaxNumberOfMessages=1)
     deployed.send("load", "dlq", ["x", "y"])
@@ -227,7 +227,7 @@ def test_status_shows_depths_in_flight_and_dead_letters(deployed):  # noqa: F811
     ]
 
 
-def test_status_unknown_stack(deployed):  # noqa: F811
+def test_status_unknown_stack(deployed):
     result = invoke(STATUS, ["--stack", "nope"])
     assert isinstance(result.exception, StackNotFound)
 
@@ -235,7 +235,7 @@ def test_status_unknown_stack(deployed):  # noqa: F811
 # --- the dlq command on a stack (its module is another's; this checks it meets aws_ops) ------
 
 
-def test_dlq_list_and_redrive_on_the_stack(deployed):  # noqa: F811
+def test_dlq_list_and_redrive_on_the_stack(deployed):
     from stactools_ingest import cli
 
     cli._register()
@@ -257,7 +257,7 @@ def test_dlq_list_and_redrive_on_the_stack(deployed):  # noqa: F811
     assert deployed.depth("gen", "dlq") == 1
 
 
-def test_dlq_list_on_the_stack_shows_the_full_reason(deployed):  # noqa: F811
+def test_dlq_list_on_the_stack_shows_the_full_reason(deployed):
     from stactools_ingest import cli
 
     cli._register()

@@ -13,6 +13,7 @@ import orjson
 
 from ingest_common.errors import IngestError, PermanentError
 from item_gen.models import CollectionRequest, is_request, parse_request
+from item_load.messages import parse_message
 
 
 class InputFileError(IngestError):
@@ -89,6 +90,9 @@ def message_id(obj: Any) -> str:
 def classify(record: InputRecord) -> tuple[str, int] | InputProblem:
     """``("gen"|"load", priority)`` for a record, or why it cannot be used.
 
+    Requests are validated as ItemGen validates them; everything else goes to the load stage
+    exactly when ItemLoad's own parser (``item_load.messages.parse_message``) accepts it, so
+    the two never disagree. Nothing is read here: an href is checked when it is loaded.
     Priority 0 is for collections and collection requests, which must land before items.
     """
     obj = record.obj
@@ -98,14 +102,11 @@ def classify(record: InputRecord) -> tuple[str, int] | InputProblem:
         except PermanentError as e:
             return InputProblem(record.source, str(e))
         return ("gen", 0 if isinstance(request, CollectionRequest) else 1)
-    if isinstance(obj, dict):
-        kind = obj.get("type")
-        if kind == "Collection":
-            return ("load", 0)
-        if kind in ("Feature", "FeatureCollection") or ("href" in obj and kind is None):
-            return ("load", 1)
-    return InputProblem(
-        record.source,
-        "not an item request, collection request, STAC Item, Collection, FeatureCollection "
-        'or {"href": …} pointer',
-    )
+    try:
+        parse_message(obj, "", None)
+    except PermanentError as e:
+        return InputProblem(
+            record.source, f"not an item or collection request, nor a load message: {e}"
+        )
+    collection = isinstance(obj, dict) and obj.get("type") == "Collection"
+    return ("load", 0 if collection else 1)

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from stactools_ingest.aws_ops import STACK_HELP, client, queue_status, resolve_stack
+from stactools_ingest.aws_stack import STACK_HELP, client, queue_status, resolve_stack
 
 STAGE_NAMES = {"gen": "ItemGen", "load": "ItemLoad"}
 

@@ -49,7 +49,8 @@ def dlq() -> None:
 def list_(stack: str | None, dsn: str | None, stage: str | None, as_json: bool) -> None:
     """Dead letters with the reason they failed."""
     if stack:
-        from stactools_ingest.aws_ops import list_dead_letters, resolve_stack
+        from stactools_ingest.aws_dlq import list_dead_letters
+        from stactools_ingest.aws_stack import resolve_stack
 
         rows = list_dead_letters(resolve_stack(stack), stage)
         for row in rows:
@@ -109,7 +110,8 @@ def redrive(
 ) -> None:
     """Put dead letters back on their queue (then re-run `stactools-ingest run` locally)."""
     if stack:
-        from stactools_ingest.aws_ops import redrive_dead_letters, resolve_stack
+        from stactools_ingest.aws_dlq import redrive_dead_letters
+        from stactools_ingest.aws_stack import resolve_stack
 
         click.echo(f"redrove {redrive_dead_letters(resolve_stack(stack), stage)} messages")
         return

@@ -12,7 +12,8 @@ import click
 from pydantic import ValidationError
 
 from item_gen.models import ItemRequest
-from stactools_ingest.aws_ops import STACK_HELP, client, resolve_stack
+from stactools_ingest.aws_publish import sns_client
+from stactools_ingest.aws_stack import STACK_HELP, client, resolve_stack
 from stactools_ingest.commands.submit import publish_documents
 from stactools_ingest.inputs import InputProblem, InputRecord, check_files
 
@@ -128,4 +129,4 @@ def inventory(
                 click.echo(json.dumps(record.obj))
         return
     outputs = resolve_stack(stack_name, client("cloudformation"))
-    publish_documents(requests, outputs, client("sns"), as_json=as_json)
+    publish_documents(requests, outputs, sns_client(), as_json=as_json)

@@ -11,15 +11,8 @@ from typing import Any
 import click
 
 from ingest_common.errors import IngestError, PermanentError
-from stactools_ingest.aws_ops import (
-    STACK_HELP,
-    BatchPublisher,
-    PublishSummary,
-    client,
-    output,
-    resolve_stack,
-    route,
-)
+from stactools_ingest.aws_publish import BatchPublisher, PublishSummary, route, sns_client
+from stactools_ingest.aws_stack import STACK_HELP, client, output, resolve_stack
 from stactools_ingest.inputs import InputProblem, InputRecord, check_files, read_inputs
 
 PROGRESS_EVERY_SECONDS = 5.0
@@ -134,4 +127,4 @@ def submit(files: tuple[str, ...], stack_name: str, as_json: bool) -> None:
     """
     check_files(list(files))
     outputs = resolve_stack(stack_name, client("cloudformation"))
-    publish_documents(read_inputs(list(files)), outputs, client("sns"), as_json=as_json)
+    publish_documents(read_inputs(list(files)), outputs, sns_client(), as_json=as_json)

@@ -1,0 +1,256 @@
+"""Publish requests and STAC documents to a deployed stack's topics, in SNS batches.
+
+Throttling of a whole call is botocore's job: the SNS client uses its adaptive retry mode, which
+backs off and rate-limits the client itself. What botocore cannot retry are single entries that
+a successful ``publish_batch`` reports failed; those are retried here.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ingest_common.errors import PermanentError
+from stactools_ingest.aws_stack import AwsOpsError, client
+from stactools_ingest.inputs import InputProblem, InputRecord, classify
+
+# SNS refuses a message over 256 KiB, and a PublishBatch call whose messages add up to more.
+SNS_MAX_BYTES = 256 * 1024
+SNS_BATCH_ENTRIES = 10
+
+# Whole calls: botocore retries throttling and the service's own errors, adapting its rate.
+SNS_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 10})
+
+# Failed entries worth another try: throttling and the service's own trouble, never bad input.
+RETRYABLE_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "KMSThrottling",
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+    }
+)
+
+
+def sns_client() -> Any:
+    """An SNS client whose whole calls are retried by botocore's adaptive mode."""
+    return client("sns", SNS_CONFIG)
+
+
+class InvalidDocument(PermanentError):
+    """An input is neither a request nor a document the load topic accepts; it is not published."""
+
+
+class PublishAborted(AwsOpsError):
+    """SNS refused a whole call for a reason retrying cannot fix (missing topic, no permission).
+
+    Not a TransientError: the same call fails the same way until the deployment is fixed.
+    """
+
+
+def _dumps(doc: Any) -> str:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False)
+
+
+def route(doc: Any) -> list[tuple[str, str]]:
+    """The ``(stage, message)`` pairs one input becomes: requests go to ItemGen, STAC to ItemLoad.
+
+    Classified (and a request validated) as ``run`` does, so a bad input is reported by the caller
+    and never published; an item without a collection is refused for the same reason. A
+    FeatureCollection over SNS's size limit is split into several that fit.
+    """
+    verdict = classify(InputRecord("", doc))
+    if isinstance(verdict, InputProblem):
+        raise InvalidDocument(verdict.reason)
+    stage, _ = verdict
+    kind = doc.get("type")
+    if kind == "Feature" and not doc.get("collection"):
+        raise InvalidDocument(f"item {doc.get('id')!r} has no 'collection'; set one to load it")
+    if kind == "FeatureCollection":
+        return [(stage, m) for m in _split_feature_collection(doc)]
+    return [(stage, _dumps(doc))]
+
+
+def _split_feature_collection(doc: dict) -> list[str]:
+    """One message when it fits, else FeatureCollections of as many features as fit each."""
+    whole = _dumps(doc)
+    if len(whole.encode()) <= SNS_MAX_BYTES or len(doc.get("features") or []) < 2:
+        return [whole]
+    shell = {k: v for k, v in doc.items() if k != "features"}
+    overhead = len(_dumps({**shell, "features": []}).encode())
+    chunks: list[list[str]] = [[]]
+    size = overhead
+    for feature in doc["features"]:
+        text = _dumps(feature)
+        n = len(text.encode()) + 1  # the comma
+        if chunks[-1] and size + n > SNS_MAX_BYTES:
+            chunks.append([])
+            size = overhead
+        chunks[-1].append(text)
+        size += n
+    prefix = _dumps({**shell, "features": []})[:-3]  # everything before `[]}`
+    return [f"{prefix}[{','.join(chunk)}]}}" for chunk in chunks]
+
+
+@dataclass
+class PublishSummary:
+    """What a publish run did; ``errors`` name each failed input by its source (file:line)."""
+
+    published: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        """Messages published per second."""
+        return self.published / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON summary ``--json`` prints."""
+        return {
+            "published": self.published,
+            "failed": self.failed,
+            "seconds": round(self.seconds, 3),
+            "rate": round(self.rate, 1),
+            "errors": self.errors,
+        }
+
+
+@dataclass
+class _Pending:
+    source: str
+    message: str
+    size: int
+
+
+class BatchPublisher:
+    """Buffers messages per topic and sends them with SNS ``publish_batch``.
+
+    A call holds at most 10 messages adding up to at most 256 KiB. A whole call is retried by
+    botocore (give a client from ``sns_client``); entries a call reports failed for throttling or
+    the service's own trouble are retried here with jittered exponential backoff. An entry that
+    still fails, or that SNS rejects as bad input, is reported by its source.
+    """
+
+    def __init__(
+        self,
+        sns: Any,
+        *,
+        max_attempts: int = 8,
+        base_delay: float = 0.2,
+        max_delay: float = 20.0,
+        sleep: Callable[[float], None] = time.sleep,
+        on_error: Callable[[str, str], None] | None = None,
+        on_progress: Callable[[PublishSummary], None] | None = None,
+    ) -> None:
+        self.sns = sns
+        self.max_attempts = max_attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.sleep = sleep
+        self.on_error = on_error
+        self.on_progress = on_progress
+        self.summary = PublishSummary()
+        self._buffers: dict[str, list[_Pending]] = {}
+        self._started = time.monotonic()
+
+    def fail(self, source: str, reason: str) -> None:
+        """Count an input that will not be published (malformed, invalid, too large)."""
+        self.summary.failed += 1
+        self.summary.errors.append({"source": source, "reason": reason})
+        if self.on_error:
+            self.on_error(source, reason)
+        self._progress()
+
+    def add(self, topic_arn: str, message: str, source: str) -> None:
+        """Queue one message for a topic, sending the topic's batch when it is full."""
+        size = len(message.encode())
+        if size > SNS_MAX_BYTES:
+            self.fail(
+                source,
+                f"message is {size} bytes, over SNS's 256 KiB limit; upload the document to S3 "
+                'and submit {"href": "s3://…"} instead',
+            )
+            return
+        buffer = self._buffers.setdefault(topic_arn, [])
+        if len(buffer) == SNS_BATCH_ENTRIES or sum(p.size for p in buffer) + size > SNS_MAX_BYTES:
+            self._send(topic_arn, buffer)
+            buffer.clear()
+        buffer.append(_Pending(source, message, size))
+
+    def close(self) -> PublishSummary:
+        """Send what is buffered and return the summary."""
+        for topic_arn, buffer in self._buffers.items():
+            if buffer:
+                self._send(topic_arn, buffer)
+                buffer.clear()
+        self.summary.seconds = time.monotonic() - self._started
+        return self.summary
+
+    def _delay(self, attempt: int) -> float:
+        return min(self.max_delay, self.base_delay * 2**attempt) * random.uniform(0.5, 1.0)
+
+    def _send(self, topic_arn: str, batch: list[_Pending]) -> None:
+        pending = dict(enumerate(batch))
+        reasons: dict[int, str] = {}
+        for attempt in range(self.max_attempts):
+            if attempt:
+                self.sleep(self._delay(attempt - 1))
+            try:
+                response = self.sns.publish_batch(
+                    TopicArn=topic_arn,
+                    PublishBatchRequestEntries=[
+                        {"Id": str(i), "Message": p.message} for i, p in pending.items()
+                    ],
+                )
+            except ClientError as e:
+                # botocore has already retried the whole call (adaptive mode) when that could help
+                code = e.response["Error"].get("Code", "")
+                if code not in RETRYABLE_CODES:
+                    self.summary.seconds = time.monotonic() - self._started
+                    raise PublishAborted(
+                        f"SNS refused publishing to {topic_arn} ({code}: "
+                        f"{e.response['Error'].get('Message', '')}); "
+                        f"{self.summary.published} published before it stopped"
+                    ) from e
+                reasons = {i: f"{code} after botocore's retries" for i in pending}
+                break
+            except BotoCoreError as e:  # connection trouble that outlasted botocore's retries
+                reasons = {i: f"{e} after botocore's retries" for i in pending}
+                break
+            for ok in response.get("Successful", []):
+                pending.pop(int(ok["Id"]), None)
+                self.summary.published += 1
+            retry: dict[int, _Pending] = {}
+            for bad in response.get("Failed", []):
+                index = int(bad["Id"])
+                reason = f"{bad.get('Code')}: {bad.get('Message', '')}".strip()
+                if bad.get("SenderFault") and bad.get("Code") not in RETRYABLE_CODES:
+                    self.fail(pending.pop(index).source, f"SNS rejected it ({reason})")
+                else:
+                    retry[index] = pending.pop(index)
+                    reasons[index] = f"{reason} after {attempt + 1} attempts"
+            pending = retry
+            self._progress()
+            if not pending:
+                return
+        for index, p in pending.items():
+            self.fail(p.source, f"not published: {reasons.get(index, 'retries exhausted')}")
+
+    def _progress(self) -> None:
+        if self.on_progress:
+            self.summary.seconds = time.monotonic() - self._started
+            self.on_progress(self.summary)
