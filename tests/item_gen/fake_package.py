@@ -3,7 +3,8 @@ to misbehave on request (leak environment changes, leave processes behind, wait 
 
 ``stac fakegen create-item [ACTION…] DESTINATION`` records what it saw when it started
 (``FAKEGEN_PROBE``, cwd, temp directory, umask) in the item's properties, then performs each
-action: ``setenv:NAME=VALUE``, ``chdir:DIR``, ``tempdir:DIR``, ``umask:OCTAL``, ``spawn`` (a
+action: ``setenv:NAME=VALUE``, ``chdir:DIR``, ``tempdir:DIR``, ``umask:OCTAL``, ``stdout`` (replace
+``sys.stdout``), ``ignore-sigchld``, ``spawn`` (a
 ``sleep`` holding stdout), ``daemon`` (a ``sleep`` in its own session), ``orphan`` (a ``sleep``
 whose parent has exited), ``noise:MB`` (write MB megabytes to stderr, 1 MB at a time, waiting
 each time until stderr's file is under 1.5 MB again), ``waitfor:PATH`` (block until PATH
@@ -22,7 +23,7 @@ NAME = "stactools_fakegen"
 GROUP = "fakegen"
 
 PLUGIN = r'''
-import json, os, subprocess, tempfile, time
+import io, json, os, signal, subprocess, sys, tempfile, time
 
 import click
 
@@ -47,6 +48,8 @@ def create_command(cli):
             "cwd": os.getcwd(),
             "tempdir": tempfile.gettempdir(),
             "umask": umask,
+            "stdout": type(sys.stdout).__name__,
+            "sigchld": str(signal.getsignal(signal.SIGCHLD)),
         }
         spawned = []
         pidfile = None
@@ -68,6 +71,10 @@ def create_command(cli):
                 tempfile.tempdir = arg
             elif verb == "umask":
                 os.umask(int(arg, 8))
+            elif verb == "stdout":
+                sys.stdout = io.StringIO()
+            elif verb == "ignore-sigchld":
+                signal.signal(signal.SIGCHLD, signal.SIG_IGN)
             elif verb == "spawn":
                 started(subprocess.Popen(["sleep", "600"]).pid)
             elif verb == "daemon":

@@ -223,12 +223,15 @@ def test_a_request_starts_with_the_workers_environment_cwd_and_tempdir(
     pristine = runner(fake_request(fake_wheel), settings)["properties"]["seen"]
     assert pristine["probe"] is None
     assert pristine["cwd"] == os.getcwd()
-    # WHEN a request changes os.environ, the cwd, tempfile's directory and the umask
+    # WHEN a request changes os.environ, the cwd, tempfile's directory, the umask, sys.stdout
+    # and a signal's handler
     changes = [
         "setenv:FAKEGEN_PROBE=leaked",
         f"chdir:{tmp_path}",
         f"tempdir:{tmp_path}",
         "umask:077",
+        "stdout",
+        "ignore-sigchld",
     ]
     runner(fake_request(fake_wheel, *changes), settings)
     # THEN the next request on the same worker sees none of it

@@ -14,8 +14,9 @@ file descriptors 1 and 2) goes to the worker's stderr, which the runner reads as
 The worker exits when stdin closes, so it never outlives the runner.
 
 Every request starts from the state the worker had when it became ready: ``os.environ``, the
-working directory, ``tempfile.tempdir``, the umask and logging are put back after each request,
-and every process the request started is killed before it is answered. The worker is a *child
+working directory, ``tempfile.tempdir``, the umask, logging, ``sys.stdout``/``stderr``/``stdin``
+and the handlers of a few signals are put back after each request, and every process the
+request started is killed before it is answered. The worker is a *child
 subreaper*, so processes that daemonised or lost their parent are re-parented to it and found
 too (``processes.py``, loaded by path from beside this file).
 """
@@ -32,6 +33,7 @@ import contextlib
 import importlib.util
 import json
 import logging
+import signal
 import tempfile
 import traceback
 import warnings
@@ -78,6 +80,9 @@ processes = None
 """``processes.py``, loaded by ``main``."""
 
 
+_SIGNALS = (signal.SIGCHLD, signal.SIGPIPE, signal.SIGINT, signal.SIGTERM, signal.SIGALRM)
+
+
 @dataclass(frozen=True)
 class _Pristine:
     """What every request starts from: the worker's state when it became ready."""
@@ -87,6 +92,10 @@ class _Pristine:
     tempdir: str | None
     umask: int
     logging: dict
+    streams: tuple
+    """``sys.stdin``, ``sys.stdout`` and ``sys.stderr``."""
+    signals: dict
+    """Handlers of the signals a package might take over (an ignored SIGCHLD breaks waiting)."""
     children: frozenset
     """Processes started while importing stactools and its plugins (not a request's to keep)."""
 
@@ -100,6 +109,8 @@ class _Pristine:
             tempdir=tempfile.tempdir,
             umask=umask,
             logging=_logging_state(),
+            streams=(sys.stdin, sys.stdout, sys.stderr),
+            signals={sig: signal.getsignal(sig) for sig in _SIGNALS},
             children=frozenset(processes.descendants(os.getpid())),
         )
 
@@ -115,6 +126,11 @@ class _Pristine:
         os.umask(self.umask)
         # stactools' CLI adds a log handler on every invocation; keep the worker as it started.
         _restore_logging(self.logging)
+        sys.stdin, sys.stdout, sys.stderr = self.streams
+        signal.setitimer(signal.ITIMER_REAL, 0)  # an alarm left set would kill the worker later
+        for sig, handler in self.signals.items():
+            if handler is not None:  # None: set outside Python, nothing we could put back
+                signal.signal(sig, handler)
 
 
 def _run(cli, request: dict, pristine: _Pristine) -> dict:
@@ -139,8 +155,9 @@ def _run(cli, request: dict, pristine: _Pristine) -> dict:
                 error = f"{type(e).__name__}: {e}"
                 code = 1
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr, *pristine.streams[1:]):
+            with contextlib.suppress(Exception):  # a package's replacement may be closed
+                stream.flush()
         pristine.restore()
         left = processes.end_descendants(pristine.children)
     if left:  # in uninterruptible sleep: the runner kills this worker, and them, on its answer
