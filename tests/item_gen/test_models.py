@@ -6,8 +6,15 @@ import logging
 
 import pytest
 
+from item_gen import models
 from item_gen.errors import InvalidRequest
 from item_gen.models import CollectionRequest, ItemRequest, parse_request
+
+
+@pytest.fixture(autouse=True)
+def fresh_process(monkeypatch):
+    """Each test starts as a new process would: no unknown fields reported yet."""
+    monkeypatch.setattr(models, "_warned", set())
 
 
 def test_unknown_fields_are_accepted_and_named_in_a_warning(caplog):
@@ -31,7 +38,8 @@ def test_unknown_fields_are_accepted_and_named_in_a_warning(caplog):
     assert record.getMessage() == (
         "request req-7: ignoring unknown fields create_item_option, priority "
         "(known: collection_id, create_item_args, create_item_options, extra_packages, "
-        "group_name, package_name, request_id)"
+        "group_name, package_name, request_id); later requests with these fields are logged "
+        "at debug level"
     )
     assert record.unknown_fields == ["create_item_option", "priority"]
 
@@ -70,3 +78,22 @@ def test_a_flood_of_unknown_fields_makes_one_short_warning(caplog):
     assert ", f0019 and 980 more (known: " in message
     assert len(message) < 600
     assert len(record.unknown_fields) == 20
+
+
+def test_the_same_unknown_fields_warn_once_then_at_debug_level(caplog):
+    # GIVEN three requests with the same unknown field (an upstream addition, say)
+    requests = [
+        {"package_name": "p", "group_name": "g", "request_id": f"r{n}", "priority": n}
+        for n in range(3)
+    ]
+    # WHEN they are parsed, as `stactools-ingest run` does for each request of a big file
+    with caplog.at_level(logging.DEBUG, logger="item_gen"):
+        for obj in requests:
+            parse_request(obj)
+    # THEN the first is a warning and the others, still naming their request, are debug lines
+    records = [(r.levelname, r.getMessage()[:52]) for r in caplog.records]
+    assert records == [
+        ("WARNING", "request r0: ignoring unknown fields priority (known:"),
+        ("DEBUG", "request r1: ignoring unknown fields priority (known:"),
+        ("DEBUG", "request r2: ignoring unknown fields priority (known:"),
+    ]

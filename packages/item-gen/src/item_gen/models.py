@@ -22,6 +22,11 @@ _NAMES_SHOWN = 20
 """At most this many unknown field names in a warning, so a hostile request cannot flood logs."""
 _NAME_CHARS = 64
 
+_warned: set[tuple[str, ...]] = set()
+"""Sets of unknown fields already warned about: a file of 10,000 requests from a newer upstream
+warns once, then logs each request at debug level."""
+_WARNED_MAX = 256
+
 
 class _PackageRequest(BaseModel):
     """What both request kinds share: which package, which CLI group, which extras."""
@@ -45,7 +50,10 @@ class _PackageRequest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _warn_unknown_fields(cls, data: Any) -> Any:
-        """Log the fields this version does not know, naming the request they came with."""
+        """Log the fields this version does not know, naming the request they came with.
+
+        A warning the first time a process sees a set of unknown fields, debug lines after.
+        """
         if isinstance(data, dict):
             unknown = sorted(str(k)[:_NAME_CHARS] for k in data if k not in cls.model_fields)
             if unknown:
@@ -55,11 +63,17 @@ class _PackageRequest(BaseModel):
                 label = data.get("request_id") or (
                     f"{data.get('package_name')} {data.get('group_name')}"
                 )
-                logger.warning(
-                    "request %s: ignoring unknown fields %s (known: %s)",
+                key = tuple(unknown[:_NAMES_SHOWN])
+                first = key not in _warned
+                if first and len(_warned) < _WARNED_MAX:
+                    _warned.add(key)
+                logger.log(
+                    logging.WARNING if first else logging.DEBUG,
+                    "request %s: ignoring unknown fields %s (known: %s)%s",
                     str(label)[:200],
                     shown,
                     ", ".join(sorted(cls.model_fields)),
+                    "; later requests with these fields are logged at debug level" if first else "",
                     extra={"unknown_fields": unknown[:_NAMES_SHOWN]},
                 )
         return data
