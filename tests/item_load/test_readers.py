@@ -120,3 +120,49 @@ def test_a_partition_whose_constraint_is_missing_is_repaired(pgstac, load):
             "SELECT lower(constraint_dtrange)::text FROM partition_sys_meta WHERE collection = 'c'"
         ).fetchone()[0]
     assert lower == "2011-07-29 00:00:00+00"
+
+
+def _last_updated(db, collection_id: str):
+    with db.connect() as conn:
+        return conn.execute(
+            "SELECT s.last_updated FROM partition_stats s "
+            "JOIN partitions_view v USING (partition) WHERE v.collection = %s",
+            (collection_id,),
+        ).fetchone()[0]
+
+
+def test_stats_skipped_inside_the_interval_are_refreshed_by_a_later_batch(pgstac, load):
+    # GIVEN a collection whose second batch stays inside its partition's bounds, so its stats
+    # refresh is skipped for the interval
+    assert failed_ids(load([sqs_record(sns_envelope(collection("quiet")))])) == set()
+    assert failed_ids(load([sqs_record(sns_envelope(item("a", "quiet")))])) == set()
+    first = _last_updated(pgstac, "quiet")
+    assert failed_ids(load([sqs_record(sns_envelope(item("b", "quiet")))])) == set()
+    assert _last_updated(pgstac, "quiet") == first
+    # WHEN the interval has passed and the next batch is for another collection only
+    load_handler.processor.stats_interval = 0.0
+    try:
+        assert failed_ids(load([sqs_record(sns_envelope(collection("busy")))])) == set()
+        assert failed_ids(load([sqs_record(sns_envelope(item("x", "busy")))])) == set()
+    finally:
+        load_handler.processor.stats_interval = 60.0
+    # THEN the skipped refresh of the quiet collection has run
+    assert _last_updated(pgstac, "quiet") > first
+    with pgstac.connect() as conn:
+        stale = conn.execute("SELECT count(*) FROM stactools_ingest.stale_partitions").fetchone()
+    assert stale == (0,)
+
+
+def test_a_scheduled_call_refreshes_what_batches_skipped(pgstac, load):
+    from item_load.upsert import refresh_stale_partitions
+
+    assert failed_ids(load([sqs_record(sns_envelope(collection("quiet")))])) == set()
+    assert failed_ids(load([sqs_record(sns_envelope(item("a", "quiet")))])) == set()
+    first = _last_updated(pgstac, "quiet")
+    assert failed_ids(load([sqs_record(sns_envelope(item("b", "quiet")))])) == set()
+    # WHEN no batch comes at all, a maintenance call refreshes the skipped partition
+    with pgstac.connect() as conn:
+        assert refresh_stale_partitions(conn, older_than=3600.0) == []  # not due yet
+        (partition,) = refresh_stale_partitions(conn, older_than=0.0)
+    assert partition.startswith("_items_")
+    assert _last_updated(pgstac, "quiet") > first

@@ -408,6 +408,7 @@ class BatchLoader:
                     self.load_collections(collections, outcome)
                 if items:
                     self.load_items(items, outcome)
+                self.writer.refresh_stale()  # partitions whose refresh earlier batches skipped
             except Exception as e:
                 if fails_batch(e):
                     raise

@@ -3,7 +3,9 @@
 ``applied`` and ``applied_collections`` remember, per item and per collection, the send time of
 the message whose content pgstac holds (the SNS ``Timestamp``, or SQS ``SentTimestamp`` for raw
 deliveries). A message older than that succeeds without changing anything: a DLQ redrive, SQS
-reordering or a slow ItemGen never puts older content back. They are written in the same
+reordering or a slow ItemGen never puts older content back. ``stale_partitions`` lists partitions
+whose pgstac stats refresh a load skipped (``CollectionWriter``), for a later batch or a
+maintenance call to run. They are written in the same
 transaction as the items (``CollectionWriter.write``) and collections, so they never claim what
 pgstac does not hold. Rows live as long as the items they describe; deletes (issue 12) should
 keep theirs as a tombstone so an older re-create stays refused.
@@ -38,9 +40,20 @@ CREATE TABLE IF NOT EXISTS stactools_ingest.applied_collections (
 );
 COMMENT ON TABLE stactools_ingest.applied_collections IS
     'Send time of the message whose content pgstac holds, per collection.';
+CREATE TABLE IF NOT EXISTS stactools_ingest.stale_partitions (
+    partition text PRIMARY KEY,
+    collection text NOT NULL,
+    since timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE stactools_ingest.stale_partitions IS
+    'Partitions loaded into since their pgstac stats were last refreshed (refresh skipped).';
 """
 
-_TABLES = ("stactools_ingest.applied", "stactools_ingest.applied_collections")
+_TABLES = (
+    "stactools_ingest.applied",
+    "stactools_ingest.applied_collections",
+    "stactools_ingest.stale_partitions",
+)
 
 # Connections that have seen the tables: the check runs once per connection, not per batch.
 _ensured: weakref.WeakSet[psycopg.Connection] = weakref.WeakSet()

@@ -121,6 +121,63 @@ def bisect_load(
     return bisect_load(rows[:mid], load, retried) + bisect_load(rows[mid:], load, retried)
 
 
+def lock_collection(conn: psycopg.Connection, collection: str) -> None:
+    """Take a collection's loader lock for the current transaction, and run it in UTC.
+
+    UTC whatever connection we were given: pgstac names the partitions check_partition makes
+    with to_char() in the session's time zone.
+    """
+    conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('stactools-ingest:' || %s)), "
+        "set_config('TimeZone', 'UTC', true)",
+        (collection,),
+    )
+
+
+def groups_of(entries: Sequence[Entry]) -> list[tuple[str, list[Entry]]]:
+    """Entries (sorted by partition) grouped by partition."""
+    return [(name, list(g)) for name, g in itertools.groupby(entries, key=lambda e: e.partition)]
+
+
+def refresh_partition(conn: psycopg.Connection, collection: str, partition: str) -> bool:
+    """pgstac's stats refresh of one partition, in a short transaction of its own.
+
+    Under the collection's lock: it rewrites the constraints other loaders of the collection
+    rely on. Clears the partition's stale mark. The rows are committed already, so a failure is
+    logged and the mark left for a later try, unless it is an outage.
+    """
+    try:
+        with conn.transaction():
+            lock_collection(conn, collection)
+            conn.execute("SELECT update_partition_stats_q(%s)", (partition,))
+            conn.execute(
+                "DELETE FROM stactools_ingest.stale_partitions WHERE partition = %s", (partition,)
+            )
+    except psycopg.Error as e:
+        if is_outage(e):
+            raise
+        logger.warning(
+            "partition stats refresh failed; it is retried later",
+            extra={"partition": partition, "reason": error_text(e)},
+        )
+        return False
+    return True
+
+
+def refresh_stale_partitions(conn: psycopg.Connection, older_than: float) -> list[str]:
+    """Refresh every partition whose skipped stats refresh is ``older_than`` seconds old.
+
+    Run after each batch, and fit for a scheduled maintenance call when no batch comes.
+    Returns the partitions refreshed.
+    """
+    rows = conn.execute(
+        "SELECT partition, collection FROM stactools_ingest.stale_partitions "
+        "WHERE since <= now() - make_interval(secs => %s) ORDER BY since",
+        (older_than,),
+    ).fetchall()
+    return [p for p, c in rows if refresh_partition(conn, c, p)]
+
+
 class CollectionWriter:
     """Writes batches of one collection's items through one connection."""
 
@@ -162,8 +219,7 @@ class CollectionWriter:
             refused = {id(entry) for entry, _ in failed}
             staged = [e for e in live if e.error is None and id(e) not in refused]
             constraints = self._constraints(collection)
-            for name, group in itertools.groupby(staged, key=lambda e: e.partition):
-                group = list(group)
+            for name, group in groups_of(staged):
                 bounds = Bounds.of(group)
                 # Not covered only if another loader's stats refresh narrowed the constraints
                 # since, or check_partition refused the whole group: then it runs here, per
@@ -178,21 +234,15 @@ class CollectionWriter:
             if coll_json[2] is not None:  # partitioned by time: an item may have moved
                 self._delete_moved(collection, landed)
             self._record_applied(collection, landed)
-        for name, force in due:
-            self._refresh_stats(collection, name, force)
+            refresh = [name for name, force in due if force or self._due(name)]
+            self._mark_stale(collection, [name for name, _ in due if name not in refresh])
+        for name in refresh:
+            self._refresh_stats(collection, name)
         return failed
 
     def _lock(self, collection: str) -> None:
-        """Take the collection's loader lock for this transaction, and run it in UTC.
-
-        UTC whatever connection we were given: pgstac names the partitions check_partition
-        makes with to_char() in the session's time zone.
-        """
-        self.conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('stactools-ingest:' || %s)), "
-            "set_config('TimeZone', 'UTC', true)",
-            (collection,),
-        )
+        """Take the collection's loader lock for this transaction, and run it in UTC."""
+        lock_collection(self.conn, collection)
 
     def _prepare_partitions(self, collection: str, entries: Sequence[Entry]) -> set[str]:
         """Create or widen the partitions ``entries`` need, committed before any row work.
@@ -200,10 +250,7 @@ class CollectionWriter:
         Returns the partitions check_partition ran for (their stats are then refreshed at once).
         A group check_partition refuses is left to the row transaction, which bisects it.
         """
-        groups = {
-            name: Bounds.of(list(group))
-            for name, group in itertools.groupby(entries, key=lambda e: e.partition)
-        }
+        groups = {name: Bounds.of(group) for name, group in groups_of(entries)}
         widened: set[str] = set()
         with self.conn.transaction():
             self._lock(collection)
@@ -393,35 +440,42 @@ class CollectionWriter:
         info = self.conn.info
         return (info.host, info.port, info.dbname, partition)
 
-    def _refresh_stats(self, collection: str, partition: str, force: bool) -> None:
-        """pgstac's partition stats (spatial and temporal extent), when due, after the rows.
+    def _due(self, partition: str) -> bool:
+        """Whether this process last refreshed ``partition`` at least ``stats_interval`` ago.
 
         The refresh scans the partition and refreshes two materialized views: the largest
         fixed cost of a load. Rows inside a partition's existing bounds change only its extent,
         so that refresh runs at most every ``stats_interval`` seconds per partition; a batch
         that widened the bounds (or found its constraint missing) refreshes at once, which also
-        sets the constraints to the rows' range. Its own short transaction, under the
-        collection's lock (it rewrites constraints other loaders of the collection rely on),
-        stamped once committed. The rows are committed already: a failure here is logged and
-        the refresh is left to a later batch, unless it is an outage.
+        sets the constraints to the rows' range. A skipped refresh is recorded in
+        ``stactools_ingest.stale_partitions`` with the rows, and run later by any batch or a
+        maintenance call (``refresh_stale_partitions``).
         """
-        key = self._stats_key(partition)
-        now = time.monotonic()
-        if not force and now - _stats_refreshed.get(key, float("-inf")) < self.stats_interval:
-            return
-        try:
-            with self.conn.transaction():
-                self._lock(collection)
-                self.conn.execute("SELECT update_partition_stats_q(%s)", (partition,))
-        except psycopg.Error as e:
-            if is_outage(e):
-                raise
-            logger.warning(
-                "partition stats refresh failed; a later batch retries it",
-                extra={"partition": partition, "reason": error_text(e)},
+        last = _stats_refreshed.get(self._stats_key(partition), float("-inf"))
+        return time.monotonic() - last >= self.stats_interval
+
+    def _mark_stale(self, collection: str, partitions: Sequence[str]) -> None:
+        """Record partitions whose refresh was skipped; the first skip's time is kept."""
+        if partitions:
+            self.conn.execute(
+                "INSERT INTO stactools_ingest.stale_partitions (partition, collection) "
+                "SELECT unnest(%s::text[]), %s ON CONFLICT (partition) DO NOTHING",
+                (list(partitions), collection),
             )
-            return
-        _stats_refreshed[key] = now
+
+    def _refresh_stats(self, collection: str, partition: str) -> None:
+        """Refresh one partition's stats after the rows committed; stamped once it committed."""
+        started = time.monotonic()
+        if refresh_partition(self.conn, collection, partition):
+            _stats_refreshed[self._stats_key(partition)] = started
+
+    def refresh_stale(self) -> list[str]:
+        """Refresh the partitions whose skipped refresh is ``stats_interval`` old (any
+        collection): a partition no batch touches again still gets its stats."""
+        refreshed = refresh_stale_partitions(self.conn, self.stats_interval)
+        for partition in refreshed:
+            _stats_refreshed[self._stats_key(partition)] = time.monotonic()
+        return refreshed
 
     def _delete_moved(self, collection: str, loaded: Sequence[Entry]) -> None:
         """Remove older copies of items whose datetime moved them to another partition.
