@@ -208,3 +208,35 @@ def test_ensure_schema_is_idempotent_and_coexists_with_the_local_queue(pgstac):
             "SELECT tablename FROM pg_tables WHERE schemaname = 'stactools_ingest' ORDER BY 1"
         ).fetchall()
     assert {"applied", "applied_collections", "messages"} <= {t[0] for t in tables}
+
+
+def test_concurrent_loaders_keep_the_newest_whatever_commits_last(with_collection):
+    import threading
+
+    # GIVEN four loaders sending versions of the same 50 items, each with its own send time,
+    # in an order unrelated to their send times
+    sent = {0: 30.0, 1: 10.0, 2: 40.0, 3: 20.0}  # loader 2 sent the newest versions
+    errors: list[BaseException] = []
+
+    def worker(w: int) -> None:
+        try:
+            with with_collection.connect() as conn:
+                for _ in range(3):
+                    docs = [
+                        Document(f"w{w}-{n}", NOW.timestamp() + sent[w], _version(f"v{w}", f"i{n}"))
+                        for n in range(50)
+                    ]
+                    outcome = load_documents(conn, docs)
+                    assert outcome.failures == {}
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in sent]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # THEN every item holds loader 2's version, once
+    assert errors == []
+    assert _versions(with_collection) == {f"i{n}": "v2" for n in range(50)}
+    assert with_collection.count(COLL) == 50

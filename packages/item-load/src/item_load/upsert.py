@@ -189,7 +189,8 @@ class CollectionWriter:
     def write(
         self, collection: str, coll_json: CollectionJson, entries: Sequence[Entry]
     ) -> list[tuple[Entry, Exception]]:
-        """Upsert ``entries`` in one transaction; returns the rows PostgreSQL refused, and why.
+        """Upsert ``entries``, their rows in one transaction; returns the rows PostgreSQL refused,
+        and why.
 
         Entries whose row cannot be made get their ``error`` set and are left out; entries
         older than what pgstac holds get ``superseded`` set and are left out too. pgstac's
