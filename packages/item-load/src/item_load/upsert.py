@@ -36,7 +36,9 @@ T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
-STAGING_TABLE = "stactools_ingest_rows"
+# (seq, sent, <the items columns>): seq numbers the batch's rows, sent is the message's send
+# time (epoch seconds) for the newest-wins check.
+STAGING_TABLE = "stactools_ingest_staged"
 _COLUMNS = ("id", "collection", "datetime", "end_datetime", "geometry", "content", "private")
 
 # When each partition's stats were last refreshed by this process: (host, port, db, partition).
@@ -207,26 +209,25 @@ class CollectionWriter:
         refresh that fails leaves the rows loaded.
         """
         entries = sorted(entries, key=lambda e: e.partition)
-        widened = self._prepare_partitions(collection, entries)
+        widened, ready = self._prepare_partitions(collection, entries)
         due: list[tuple[str, bool]] = []
         with self.conn.transaction():
             self._lock(collection)
-            self._mark_superseded(collection, entries)
-            live = [e for e in entries if not e.superseded]
-            for seq, entry in enumerate(live):
+            for seq, entry in enumerate(entries):
                 entry.seq = seq
             self._prepare_staging_table()
-            failed = bisect_load(live, lambda group: self._stage(coll_json, group))
+            failed = bisect_load(entries, lambda group: self._stage(coll_json, group))
             refused = {id(entry) for entry, _ in failed}
-            staged = [e for e in live if e.error is None and id(e) not in refused]
-            constraints = self._constraints(collection)
+            staged = [e for e in entries if e.error is None and id(e) not in refused]
+            self._drop_superseded(collection, entries)
+            staged = [e for e in staged if not e.superseded]
             for name, group in groups_of(staged):
-                bounds = Bounds.of(group)
-                # Not covered only if another loader's stats refresh narrowed the constraints
-                # since, or check_partition refused the whole group: then it runs here, per
-                # sub-group, and bisection isolates the rows it refuses.
-                covered = bounds.within(constraints.get(name))
-                bad = self._upsert_partition(collection, name, group, bounds, covered)
+                # Not ready only when check_partition refused the whole group: then it runs
+                # here, per sub-group, and bisection isolates the rows it refuses. (Should
+                # another loader's stats refresh narrow the constraints since, the upsert
+                # raises a check violation and the whole write is retried.)
+                covered = name in ready
+                bad = self._upsert_partition(collection, name, group, Bounds.of(group), covered)
                 failed += bad
                 if len(bad) < len(group):
                     due.append((name, name in widened or not covered))
@@ -234,7 +235,7 @@ class CollectionWriter:
             landed = [e for e in staged if id(e) not in refused]
             if coll_json[2] is not None:  # partitioned by time: an item may have moved
                 self._delete_moved(collection, landed)
-            self._record_applied(collection, landed)
+            self._record_applied(collection, [e for e in staged if id(e) in refused])
             refresh = [name for name, force in due if force or self._due(name)]
             self._mark_stale(collection, [name for name, _ in due if name not in refresh])
         for name in refresh:
@@ -245,69 +246,74 @@ class CollectionWriter:
         """Take the collection's loader lock for this transaction, and run it in UTC."""
         lock_collection(self.conn, collection)
 
-    def _prepare_partitions(self, collection: str, entries: Sequence[Entry]) -> set[str]:
+    def _prepare_partitions(
+        self, collection: str, entries: Sequence[Entry]
+    ) -> tuple[set[str], set[str]]:
         """Create or widen the partitions ``entries`` need, committed before any row work.
 
-        Returns the partitions check_partition ran for (their stats are then refreshed at once).
-        A group check_partition refuses is left to the row transaction, which bisects it.
+        Returns the partitions check_partition ran for (their stats are then refreshed at once)
+        and those whose constraints now hold their rows. A group check_partition refuses is left
+        to the row transaction, which bisects it.
         """
         groups = {name: Bounds.of(group) for name, group in groups_of(entries)}
         widened: set[str] = set()
+        ready: set[str] = set()
         with self.conn.transaction():
             self._lock(collection)
             constraints = self._constraints(collection)
             for name, bounds in groups.items():
                 if bounds.within(constraints.get(name)):
+                    ready.add(name)
                     continue
                 try:
                     with self.conn.transaction():
                         self._check_partition(collection, bounds)
                     widened.add(name)
+                    ready.add(name)
                 except psycopg.Error as e:
                     if is_outage(e) or is_retryable(e):
                         raise
-        return widened
+        return widened, ready
 
     # -- newest wins -------------------------------------------------------------------------
 
-    def _mark_superseded(self, collection: str, entries: Sequence[Entry]) -> None:
-        """Set ``superseded`` on entries older than the message pgstac's content came from.
+    def _drop_superseded(self, collection: str, entries: Sequence[Entry]) -> None:
+        """Take out of the staged rows those older than the message pgstac's content came from,
+        and set their entries' ``superseded``; ``entries`` are indexed by ``seq``.
 
-        One statement per write. Equal send times are not older (the later delivery wins, so
-        a redelivered message still applies); no send time counts as sent now.
+        One statement, against the staged rows. Equal send times are not older (the later
+        delivery wins, so a redelivered message still applies); no send time counts as now.
         """
+        rows = self.conn.execute(
+            sql.SQL(
+                """
+                DELETE FROM {staging} s USING stactools_ingest.applied a
+                WHERE a.collection = %s AND a.id = s.id
+                    AND a.sent_at > coalesce(to_timestamp(s.sent), now())
+                RETURNING s.seq
+                """
+            ).format(staging=sql.Identifier(STAGING_TABLE)),
+            (collection,),
+        ).fetchall()
         for entry in entries:
             entry.superseded = False
-        if not entries:
-            return
-        rows = self.conn.execute(
-            """
-            SELECT n.ord FROM unnest(%s::text[], %s::float8[]) WITH ORDINALITY AS n(id, sent, ord)
-            JOIN stactools_ingest.applied a ON a.collection = %s AND a.id = n.id
-            WHERE a.sent_at > coalesce(to_timestamp(n.sent), now())
-            """,
-            (
-                [e.doc.body["id"] for e in entries],
-                [e.doc.sent_at for e in entries],
-                collection,
-            ),
-        ).fetchall()
-        for (ordinal,) in rows:
-            entries[ordinal - 1].superseded = True
+        for (seq,) in rows:
+            entries[seq].superseded = True
 
-    def _record_applied(self, collection: str, landed: Sequence[Entry]) -> None:
-        """Remember the send time of each item just loaded, in the items' own transaction."""
-        if not landed:
-            return
+    def _record_applied(self, collection: str, refused: Sequence[Entry]) -> None:
+        """Remember the send time of each row just loaded (the staged rows but those refused),
+        in the rows' own transaction."""
         self.conn.execute(
-            """
-            INSERT INTO stactools_ingest.applied AS a (collection, id, sent_at)
-            SELECT %s, n.id, coalesce(to_timestamp(n.sent), now())
-            FROM unnest(%s::text[], %s::float8[]) AS n(id, sent)
-            ON CONFLICT (collection, id) DO UPDATE SET sent_at = EXCLUDED.sent_at
-            WHERE a.sent_at < EXCLUDED.sent_at
-            """,
-            (collection, [e.doc.body["id"] for e in landed], [e.doc.sent_at for e in landed]),
+            sql.SQL(
+                """
+                INSERT INTO stactools_ingest.applied AS a (collection, id, sent_at)
+                SELECT %s, s.id, coalesce(to_timestamp(s.sent), now())
+                FROM {staging} s WHERE s.seq <> ALL(%s::integer[])
+                ON CONFLICT (collection, id) DO UPDATE SET sent_at = EXCLUDED.sent_at
+                WHERE a.sent_at < EXCLUDED.sent_at
+                """
+            ).format(staging=sql.Identifier(STAGING_TABLE)),
+            (collection, [e.seq for e in refused]),
         )
 
     # -- staging -----------------------------------------------------------------------------
@@ -321,7 +327,7 @@ class CollectionWriter:
         """
         self.conn.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} "
-            "(seq integer, LIKE items) ON COMMIT DELETE ROWS"
+            "(seq integer, sent double precision, LIKE items) ON COMMIT DELETE ROWS"
         )
         self.conn.execute(f"DELETE FROM {STAGING_TABLE}")
 
@@ -345,11 +351,11 @@ class CollectionWriter:
                 entry.row = tuple(row[c] for c in _COLUMNS)
                 entry.doc.release_body()
             if entry.row is not None:
-                yield (entry.seq, *entry.row)
+                yield (entry.seq, entry.doc.sent_at, *entry.row)
 
     def _stage(self, coll_json: CollectionJson, entries: Sequence[Entry]) -> None:
         """COPY entries into the staging table; a failed COPY leaves nothing behind."""
-        columns = ", ".join(("seq", *_COLUMNS))
+        columns = ", ".join(("seq", "sent", *_COLUMNS))
         with (
             self.conn.transaction(),
             self.conn.cursor() as cur,

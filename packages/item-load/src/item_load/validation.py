@@ -85,7 +85,8 @@ def bbox_problem(bbox: Any, geometry: dict[str, Any]) -> str | None:
     """A bbox that is not 4 or 6 numbers, or does not contain the geometry (RFC 7946 section 5).
 
     West greater than east is a bbox across the antimeridian: a longitude is then inside when it
-    is east of west or west of east. The geometry's own mistakes are left to its checks.
+    is east of west or west of east. The geometry's own mistakes are left to its checks. One
+    pass over the outline's positions; the geometry's extent is computed only for the reason.
     """
     if (
         not isinstance(bbox, list)
@@ -98,31 +99,36 @@ def bbox_problem(bbox: Any, geometry: dict[str, Any]) -> str | None:
     west, south, east, north = bbox[0], bbox[1], bbox[half], bbox[half + 1]
     if south > north:
         return f"has a bbox whose south ({south:g}) is above its north ({north:g})"
+    low_x, low_y = west - BBOX_TOLERANCE, south - BBOX_TOLERANCE
+    high_x, high_y = east + BBOX_TOLERANCE, north + BBOX_TOLERANCE
+    across = west > east
     try:
-        xs, ys = list(zip(*_outline(geometry), strict=False))[:2]
-        extent = (min(xs), min(ys), max(xs), max(ys))
+        positions = _outline(geometry)
+        for position in positions:
+            x, y = position[0], position[1]
+            if not low_y <= y <= high_y or (
+                (x < low_x and x > high_x) if across else not low_x <= x <= high_x
+            ):
+                break
+        else:
+            return None
+        xs = [p[0] for p in positions]
+        ys = [p[1] for p in positions]
+        extent = _fmt((min(xs), min(ys), max(xs), max(ys)))
     except (KeyError, IndexError, TypeError, ValueError):
         return None  # the geometry's own checks and conversion say what is wrong with it
-    tol = BBOX_TOLERANCE
-    inside = extent[1] >= south - tol and extent[3] <= north + tol
-    if inside and west <= east:
-        inside = extent[0] >= west - tol and extent[2] <= east + tol
-    elif inside:
-        inside = all(x >= west - tol or x <= east + tol for x in xs)
-    if inside:
-        return None
     return (
-        f"has a bbox {_fmt(bbox)} that does not contain its geometry (extent {_fmt(extent)}); "
+        f"has a bbox {_fmt(bbox)} that does not contain its geometry (extent {extent}); "
         "a bbox is [west, south, east, north] in longitude and latitude (RFC 7946 section 5)"
     )
 
 
 def links_problem(links: Any) -> str | None:
-    """Links that are not a list of objects with a string ``href``."""
+    """Links that are not a list of objects with a non-empty string ``href``."""
     if not isinstance(links, list):
         return "has 'links' that is not a list"
     for n, link in enumerate(links):
-        if not isinstance(link, dict) or not isinstance(link.get("href"), str):
+        if not isinstance(link, dict) or not isinstance(link.get("href"), str) or not link["href"]:
             rel = link.get("rel") if isinstance(link, dict) else None
             return f"link {n} (rel {label(rel, 40)}) has no 'href' string"
     return None
