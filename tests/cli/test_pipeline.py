@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 from factories import collection, item
 
-from stactools_ingest.inputs import InputRecord
+from stactools_ingest.inputs import InputRecord, read_inputs
 from stactools_ingest.pipeline import LocalPipeline
 from stactools_ingest.queue import LOAD, LocalQueues
 
@@ -49,3 +50,61 @@ def test_load_and_ack_commit_together(pgstac, monkeypatch):
     summary = LocalPipeline(pgstac.dsn, gen_workers=0).run(enqueued)
     assert (summary.succeeded, summary.failed) == (3, 0)
     assert pgstac.item_ids("c") == ["i1", "i2"]
+
+
+def _bodies(pgstac) -> list[tuple]:
+    with pgstac.connect() as conn:
+        return conn.execute(
+            """
+            SELECT m.source, b.body IS NOT NULL, b.path IS NOT NULL
+            FROM stactools_ingest.messages m
+            JOIN stactools_ingest.message_bodies b USING (queue, id) ORDER BY m.source
+            """
+        ).fetchall()
+
+
+def test_prebuilt_items_are_kept_by_reference_not_copied(pgstac, tmp_path):
+    # GIVEN an NDJSON file of a collection and items
+    path = tmp_path / "items.ndjson"
+    docs = [collection("r"), item("r1", "r"), item("r2", "r")]
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    pipeline = LocalPipeline(pgstac.dsn, gen_workers=0)
+    # WHEN it is queued
+    enqueued = pipeline.enqueue(read_inputs([str(path)]))
+    # THEN the queue holds where each item is, not a copy; the collection is copied (it is
+    # loaded first, alone, and small)
+    assert _bodies(pgstac) == [
+        (f"{path}:1", True, False),
+        (f"{path}:2", False, True),
+        (f"{path}:3", False, True),
+    ]
+    # AND the run loads the items from the file
+    summary = pipeline.run(enqueued)
+    assert (summary.succeeded, summary.failed) == (3, 0)
+    assert pgstac.item_ids("r") == ["r1", "r2"]
+    assert _bodies(pgstac) == []
+
+
+def test_an_input_changed_after_queueing_is_dead_lettered_not_misread(pgstac, tmp_path):
+    # GIVEN items queued by reference, then the file is rewritten before they are loaded
+    path = tmp_path / "items.ndjson"
+    path.write_text(json.dumps(collection("r")) + "\n" + json.dumps(item("r1", "r")) + "\n")
+    pipeline = LocalPipeline(pgstac.dsn, gen_workers=0)
+    enqueued = pipeline.enqueue(read_inputs([str(path)]))
+    path.write_text(json.dumps(collection("r")) + "\n" + json.dumps(item("XX", "r")) + "\n")
+    # WHEN the run loads them
+    summary = LocalPipeline(pgstac.dsn, gen_workers=0).run(enqueued)
+    # THEN the changed line is not loaded: it is a dead letter saying why, keeping where it was
+    assert (summary.succeeded, summary.failed, summary.dead_letters) == (1, 1, 1)
+    assert pgstac.item_ids("r") == []
+    q = pipeline.queues()
+    [letter] = q.dead_letters()
+    assert letter.last_error == (
+        f"{path}:2: {path} changed since it was queued; run it again to queue it anew"
+    )
+    assert letter.body == {
+        "file": str(path),
+        "offset": len(json.dumps(collection("r"))) + 1,
+        "length": len(json.dumps(item("r1", "r"))),
+    }
+    q.conn.close()

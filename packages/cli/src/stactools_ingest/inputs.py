@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -22,12 +23,50 @@ class InputFileError(IngestError):
     exit_code = 2
 
 
+class InputChanged(PermanentError):
+    """An input file changed or vanished after its lines were queued by reference."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpan:
+    """Where an input line lives: the queue keeps this instead of a copy of the line.
+
+    ``stamp`` (size and modification time) tells whether the file is still the one queued.
+    """
+
+    path: str
+    start: int
+    length: int
+    stamp: str
+
+    @staticmethod
+    def stamp_of(path: str) -> str:
+        st = os.stat(path)
+        return f"{st.st_size}:{st.st_mtime_ns}"
+
+    def read(self, fd: int | None = None) -> bytes:
+        """The line's bytes; InputChanged when the file is not the one that was queued."""
+        try:
+            if self.stamp_of(self.path) != self.stamp:
+                raise InputChanged(
+                    f"{self.path} changed since it was queued; run it again to queue it anew"
+                )
+            if fd is not None:
+                return os.pread(fd, self.length, self.start)
+            with open(self.path, "rb") as f:
+                f.seek(self.start)
+                return f.read(self.length)
+        except OSError as e:
+            raise InputChanged(f"{self.path} can no longer be read ({e.strerror})") from e
+
+
 @dataclass(slots=True)
 class InputRecord:
-    """One object from an input file, with where it came from."""
+    """One object from an input file, with where it came from (``span``: its bytes there)."""
 
     source: str
     obj: Any
+    span: FileSpan | None = None
 
 
 @dataclass(slots=True)
@@ -55,13 +94,15 @@ def read_inputs(paths: list[str]) -> Iterator[InputRecord | InputProblem]:
     for path in paths:
         name = "<stdin>" if path == "-" else path
         if path == "-":
-            yield from _ndjson(name, enumerate(sys.stdin.buffer, start=1))
+            yield from _ndjson(name, ((n, line, 0) for n, line in enumerate(sys.stdin.buffer, 1)))
             continue
+        stamp = FileSpan.stamp_of(path)
         data = Path(path).read_bytes()
         try:
             whole = orjson.loads(data)
         except orjson.JSONDecodeError as e:
-            lines = list(_ndjson(name, enumerate(data.splitlines(), start=1)))
+            where = (str(Path(path).absolute()), stamp)
+            lines = list(_ndjson(name, _lines_with_offsets(data), where))
             if any(isinstance(r, InputRecord) and isinstance(r.obj, dict) and r.obj for r in lines):
                 yield from lines
             else:
@@ -72,14 +113,29 @@ def read_inputs(paths: list[str]) -> Iterator[InputRecord | InputProblem]:
             yield InputRecord(f"{name}#{n}" if isinstance(whole, list) else name, obj)
 
 
-def _ndjson(name: str, lines: Iterable[tuple[int, bytes]]) -> Iterator[InputRecord | InputProblem]:
-    for lineno, line in lines:
+def _lines_with_offsets(data: bytes) -> Iterator[tuple[int, bytes, int]]:
+    """``(line number, line, byte offset)`` of each line."""
+    start = 0
+    for lineno, line in enumerate(data.split(b"\n"), start=1):
+        yield lineno, line, start
+        start += len(line) + 1
+
+
+def _ndjson(
+    name: str,
+    lines: Iterable[tuple[int, bytes, int]],
+    where: tuple[str, str] | None = None,
+) -> Iterator[InputRecord | InputProblem]:
+    for lineno, line, start in lines:
         if not line.strip():
             continue
         try:
-            yield InputRecord(f"{name}:{lineno}", orjson.loads(line))
+            obj = orjson.loads(line)
         except orjson.JSONDecodeError as e:
             yield InputProblem(f"{name}:{lineno}", f"not valid JSON: {e}")
+            continue
+        span = None if where is None else FileSpan(where[0], start, len(line), where[1])
+        yield InputRecord(f"{name}:{lineno}", obj, span)
 
 
 def message_id(obj: Any) -> str:

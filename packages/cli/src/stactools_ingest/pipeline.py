@@ -161,9 +161,19 @@ class LocalPipeline:
 
     # -- input -------------------------------------------------------------------------------
 
-    def enqueue(self, records: Iterable[InputRecord | InputProblem], chunk: int = 2000) -> Enqueued:
-        """Put every usable input on its queue; ids come from content, so repeats are no-ops."""
-        out = Enqueued()
+    def enqueue(
+        self,
+        records: Iterable[InputRecord | InputProblem],
+        chunk: int = 2000,
+        out: Enqueued | None = None,
+        on_problem: Callable[[InputProblem], None] | None = None,
+    ) -> Enqueued:
+        """Put every usable input on its queue; ids come from content, so repeats are no-ops.
+
+        Commits every ``chunk`` inputs, so workers already running start on the first ones
+        while the rest of the file is read. Stops early when the run is stopping.
+        """
+        out = out if out is not None else Enqueued()
         session = self.session()
         rows: list[tuple[str, str, Any, str | None, int]] = []
         seen: set[tuple[str, str]] = set()
@@ -175,12 +185,13 @@ class LocalPipeline:
                 rows.clear()
 
         for record in records:
-            if isinstance(record, InputProblem):
-                out.problems.append(record)
-                continue
-            kind = classify(record)
+            if self._stop.is_set():
+                break
+            kind = record if isinstance(record, InputProblem) else classify(record)
             if isinstance(kind, InputProblem):
                 out.problems.append(kind)
+                if on_problem:
+                    on_problem(kind)
                 continue
             queue, priority = kind
             mid = message_id(record.obj)
@@ -188,7 +199,11 @@ class LocalPipeline:
                 continue
             seen.add((queue, mid))
             (out.gen_ids if queue == GEN else out.load_ids).append(mid)
-            rows.append((queue, mid, record.obj, record.source, priority))
+            if queue == LOAD and priority == 1 and record.span is not None:
+                # a prebuilt item: the queue keeps where it is, the load reads it from there
+                rows.append((queue, mid, None, record.source, priority, record.span))
+            else:
+                rows.append((queue, mid, record.obj, record.source, priority))
             if len(rows) >= chunk:
                 flush()
         flush()
@@ -199,12 +214,17 @@ class LocalPipeline:
 
     def _gen_worker(self) -> None:
         session = self.session()
+        idle = 0.2
         try:
             while not self._stop.is_set():
                 messages = session.call(lambda q: q.receive(GEN, 1))
                 if not messages:
-                    self._stop.wait(0.2)
+                    # Back off while there is nothing to generate (a file of prebuilt items):
+                    # polling costs the database a query that loading could use.
+                    self._stop.wait(idle)
+                    idle = min(idle * 2, 2.0)
                     continue
+                idle = 0.2
                 self._generate_one(session, messages[0])
         finally:
             session.close()
@@ -279,12 +299,15 @@ class LocalPipeline:
         """
         reader = BatchReader(local_fetcher())
         reader.read(
-            ((m.id, m) for m in messages),
+            ((m.id, m) for m in messages if m.unreadable is None),
             lambda mid, m: parse_message(m.body, mid, m.created_at.timestamp()),
         )
         bodies: dict[str, list[dict]] = {}
         failures: dict[str, Failure] = {}
         for msg in messages:
+            if msg.unreadable is not None:
+                failures[msg.id] = Failure(f"{msg.source}: {msg.unreadable}", permanent=True)
+                continue
             try:
                 bodies[msg.id] = [d.body for d in reader.documents(msg.id)]
             except Exception as e:
@@ -376,9 +399,18 @@ class LocalPipeline:
     # -- the run -----------------------------------------------------------------------------
 
     def run(
-        self, enqueued: Enqueued, on_tick: Callable[[Counters, dict[str, int]], None] | None = None
+        self,
+        enqueued: Enqueued | None = None,
+        on_tick: Callable[[Counters, dict[str, int]], None] | None = None,
+        records: Iterable[InputRecord | InputProblem] | None = None,
+        on_problem: Callable[[InputProblem], None] | None = None,
     ) -> RunSummary:
-        """Run until nothing is pending, then summarise this run's inputs."""
+        """Run until nothing is pending, then summarise what this run processed.
+
+        ``records`` are enqueued (into ``enqueued``) while the workers already run, so loading
+        starts with the first chunk instead of after the whole file was read.
+        """
+        enqueued = enqueued if enqueued is not None else Enqueued()
         started = time.perf_counter()
         monitor = self.session()
         released = monitor.call(lambda q: q.release_orphans())
@@ -395,6 +427,8 @@ class LocalPipeline:
         for t in threads:
             t.start()
         try:
+            if records is not None:
+                self.enqueue(records, out=enqueued, on_problem=on_problem)
             while not self._stop.is_set():
                 pending = monitor.call(lambda q: q.pending())
                 if on_tick:

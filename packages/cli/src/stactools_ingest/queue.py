@@ -6,13 +6,17 @@ stopped. Message ids are derived from the input, so enqueuing the same file twic
 
 Every receive gives the message a fresh lease token (SQS's receipt handle): ``ack``, ``fail``
 and ``release`` change a message only while the caller's token is still the message's, so a
-worker whose lease expired cannot finish or drop a message another worker now holds.
+worker whose lease expired cannot finish or drop a message another worker now holds. Tokens are
+random uuids, unique to the receive that issued them, so batches are matched with
+``id = ANY(…) AND lease = ANY(…)``: the primary key finds them whatever the table's statistics
+say (a join against unnest() was planned as a scan of the table right after a large enqueue).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +25,8 @@ from uuid import UUID
 
 import orjson
 import psycopg
+
+from stactools_ingest.inputs import FileSpan, InputChanged
 
 GEN, LOAD = "gen", "load"
 
@@ -52,7 +58,19 @@ CREATE TABLE IF NOT EXISTS stactools_ingest.message_bodies (
 );
 -- The holder's receipt: a fresh uuid per receive (added after the first release, hence ALTER).
 ALTER TABLE stactools_ingest.messages ADD COLUMN IF NOT EXISTS lease uuid;
+-- A line of an input file is kept by reference (path, byte range, the file's size:mtime stamp)
+-- instead of a copy: prebuilt items are then not written to the database twice.
+ALTER TABLE stactools_ingest.message_bodies ALTER COLUMN body DROP NOT NULL;
+ALTER TABLE stactools_ingest.message_bodies
+    ADD COLUMN IF NOT EXISTS path text,
+    ADD COLUMN IF NOT EXISTS start bigint,
+    ADD COLUMN IF NOT EXISTS length integer,
+    ADD COLUMN IF NOT EXISTS stamp text;
 """
+
+# Expired last receives are looked for at most this often per handle and queue: idle workers
+# polling every fraction of a second would otherwise scan the queue for them on every poll.
+EXPIRE_EVERY_SECONDS = 5.0
 
 EXPIRED_REASON = (
     "received {n} times without a verdict (the worker holding it stopped or exceeded the "
@@ -71,6 +89,8 @@ class Message:
     receive_count: int
     created_at: datetime
     lease: UUID
+    span: FileSpan | None = None  # where the body was read from, when kept by reference
+    unreadable: str | None = None  # why the referenced body could not be read (body is None)
 
 
 @dataclass(slots=True)
@@ -86,9 +106,51 @@ class DeadLetter:
     body: Any
 
 
+def _pointer(span: FileSpan) -> dict[str, Any]:
+    return {"file": span.path, "offset": span.start, "length": span.length}
+
+
+def _span(path: str | None, start: int, length: int, stamp: str) -> FileSpan | None:
+    return None if path is None else FileSpan(path, start, length, stamp)
+
+
+def _read_span(span: FileSpan, fds: dict[str, int]) -> tuple[Any, str | None]:
+    """The object a referenced line holds, or None and why it cannot be read any more."""
+    try:
+        if span.path not in fds:
+            try:
+                fds[span.path] = os.open(span.path, os.O_RDONLY)
+            except OSError as e:
+                raise InputChanged(f"{span.path} can no longer be read ({e.strerror})") from e
+        return orjson.loads(span.read(fds[span.path])), None
+    except InputChanged as e:
+        return None, str(e)
+    except orjson.JSONDecodeError:
+        return None, f"{span.path} no longer holds the queued line at byte {span.start}"
+
+
+def _bodies(rows: list[tuple], body_at: int) -> list[tuple[Any, FileSpan | None, str | None]]:
+    """Decode each row's body: stored JSON, or the referenced line read from its file."""
+    fds: dict[str, int] = {}
+    out = []
+    try:
+        for row in rows:
+            body, path, start, length, stamp = row[body_at : body_at + 5]
+            span = _span(path, start, length, stamp)
+            if body is not None:
+                out.append((orjson.loads(body), span, None))
+            else:
+                obj, why = _read_span(span, fds)
+                out.append((obj, span, why))
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    return out
+
+
 def _dead_letter(row: tuple) -> DeadLetter:
-    *head, body = row
-    return DeadLetter(*head, orjson.loads(body))
+    [(body, span, _)] = _bodies([row], 6)
+    return DeadLetter(*row[:6], body if body is not None else _pointer(span))
 
 
 def owner_token() -> str:
@@ -119,6 +181,7 @@ class LocalQueues:
         self.visibility_timeout = visibility_timeout
         self.max_receives = max_receives
         self.owner = owner_token()
+        self._next_expiry: dict[str, float] = {}
         if not self._schema_current():
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext('stactools_ingest.schema'))")
@@ -135,36 +198,49 @@ class LocalQueues:
             """
             SELECT 1 FROM pg_attribute
             WHERE attrelid = to_regclass('stactools_ingest.messages') AND attname = 'lease'
-                AND to_regclass('stactools_ingest.message_bodies') IS NOT NULL
+                AND EXISTS (
+                    SELECT 1 FROM pg_attribute
+                    WHERE attrelid = to_regclass('stactools_ingest.message_bodies')
+                        AND attname = 'stamp')
             """
         ).fetchone()
         return row is not None
 
-    def send_many(self, rows: Iterable[tuple[str, str, Any, str | None, int]]) -> int:
-        """Enqueue ``(queue, id, body, source, priority)`` rows; existing ids are left alone.
+    def send_many(self, rows: Iterable[tuple]) -> int:
+        """Enqueue ``(queue, id, body, source, priority[, span])`` rows; existing ids are left
+        alone. With a span, the body is kept by reference to its input file, not copied.
 
         COPY into a temporary table, then one INSERT … ON CONFLICT: row-by-row inserts made
         enqueueing 20,000 items take longer than loading them.
         """
         with self.conn.transaction(), self.conn.cursor() as cur:
             cur.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS incoming (queue text, id text, body text, "
-                "source text, priority smallint) ON COMMIT DELETE ROWS"
+                "CREATE TEMP TABLE IF NOT EXISTS incoming_refs (queue text, id text, body text, "
+                "source text, priority smallint, path text, start bigint, length integer, "
+                "stamp text) ON COMMIT DELETE ROWS"
             )
-            with cur.copy("COPY incoming (queue, id, body, source, priority) FROM STDIN") as copy:
-                for queue, mid, body, source, priority in rows:
-                    copy.write_row((queue, mid, orjson.dumps(body).decode(), source, priority))
+            columns = "queue, id, body, source, priority, path, start, length, stamp"
+            with cur.copy(f"COPY incoming_refs ({columns}) FROM STDIN") as copy:
+                for queue, mid, body, source, priority, *rest in rows:
+                    span: FileSpan | None = rest[0] if rest else None
+                    if span is None:
+                        text = orjson.dumps(body).decode()
+                        copy.write_row((queue, mid, text, source, priority, None, None, None, None))
+                    else:
+                        where = (span.path, span.start, span.length, span.stamp)
+                        copy.write_row((queue, mid, None, source, priority, *where))
             cur.execute(
                 """
                 WITH fresh AS (
                     INSERT INTO stactools_ingest.messages (queue, id, source, priority)
-                    SELECT DISTINCT ON (queue, id) queue, id, source, priority FROM incoming
+                    SELECT DISTINCT ON (queue, id) queue, id, source, priority FROM incoming_refs
                     ON CONFLICT (queue, id) DO NOTHING
                     RETURNING queue, id
                 )
-                INSERT INTO stactools_ingest.message_bodies (queue, id, body)
-                SELECT DISTINCT ON (queue, id) queue, id, body
-                FROM incoming JOIN fresh USING (queue, id)
+                INSERT INTO stactools_ingest.message_bodies
+                    (queue, id, body, path, start, length, stamp)
+                SELECT DISTINCT ON (queue, id) queue, id, body, path, start, length, stamp
+                FROM incoming_refs JOIN fresh USING (queue, id)
                 """
             )
             return cur.rowcount
@@ -208,7 +284,9 @@ class LocalQueues:
             if block_items_on_collections
             else ""
         )
-        self._expire(queue)
+        if time.monotonic() >= self._next_expiry.get(queue, 0.0):
+            self._expire(queue)
+            self._next_expiry[queue] = time.monotonic() + EXPIRE_EVERY_SECONDS
         rows = self.conn.execute(
             f"""
             WITH leased AS (
@@ -229,14 +307,18 @@ class LocalQueues:
                 WHERE m.queue = picked.queue AND m.id = picked.id
                 RETURNING m.queue, m.id, m.source, m.receive_count, m.created_at, m.lease
             )
-            SELECT l.queue, l.id, b.body, l.source, l.receive_count, l.created_at, l.lease
+            SELECT l.queue, l.id, l.source, l.receive_count, l.created_at, l.lease,
+                b.body, b.path, b.start, b.length, b.stamp
             FROM leased l JOIN stactools_ingest.message_bodies b USING (queue, id)
             """,
             (self.visibility_timeout, self.owner, queue, self.max_receives, max_messages),
         ).fetchall()
+        rows.sort(key=lambda r: r[4])
         return [
-            Message(q, i, orjson.loads(body), src, n, created, lease)
-            for q, i, body, src, n, created, lease in sorted(rows, key=lambda r: r[5])
+            Message(q, i, body, src, n, created, lease, span, why)
+            for (q, i, src, n, created, lease, *_), (body, span, why) in zip(
+                rows, _bodies(rows, 6), strict=True
+            )
         ]
 
     def _expire(self, queue: str) -> None:
@@ -273,12 +355,11 @@ class LocalQueues:
                     UPDATE stactools_ingest.messages m
                     SET state = 'done', lease_owner = NULL, lease = NULL, last_error = NULL,
                         updated_at = now()
-                    FROM unnest(%s::text[], %s::uuid[]) AS held(id, lease)
-                    WHERE m.queue = %s AND m.id = held.id AND m.lease = held.lease
+                    WHERE m.queue = %s AND m.id = ANY(%s) AND m.lease = ANY(%s)
                         AND m.state = 'ready'
                     RETURNING m.id
                     """,
-                    ([m.id for m in messages], [m.lease for m in messages], messages[0].queue),
+                    (messages[0].queue, [m.id for m in messages], [m.lease for m in messages]),
                 ).fetchall()
             ]
             self.conn.execute(
@@ -298,12 +379,10 @@ class LocalQueues:
         rows = self.conn.execute(
             """
             SELECT m.id FROM stactools_ingest.messages m
-            JOIN unnest(%s::text[], %s::uuid[]) AS held(id, lease)
-                ON m.id = held.id AND m.lease = held.lease
-            WHERE m.queue = %s AND m.state = 'ready'
-            FOR UPDATE OF m
+            WHERE m.queue = %s AND m.id = ANY(%s) AND m.lease = ANY(%s) AND m.state = 'ready'
+            FOR UPDATE
             """,
-            ([m.id for m in messages], [m.lease for m in messages], messages[0].queue),
+            (messages[0].queue, [m.id for m in messages], [m.lease for m in messages]),
         ).fetchall()
         return {mid for (mid,) in rows}
 
@@ -330,6 +409,16 @@ class LocalQueues:
             """,
             (dead, delay, error, message.queue, message.id, message.lease),
         )
+        if dead and cur.rowcount == 1 and message.span is not None:
+            # A dead letter keeps its body: the input file may change before it is redriven.
+            body = message.body if message.body is not None else _pointer(message.span)
+            self.conn.execute(
+                """
+                UPDATE stactools_ingest.message_bodies SET body = %s, path = NULL
+                WHERE queue = %s AND id = %s
+                """,
+                (orjson.dumps(body).decode(), message.queue, message.id),
+            )
         return dead and cur.rowcount == 1
 
     def release(self, messages: Sequence[Message]) -> int:
@@ -345,10 +434,9 @@ class LocalQueues:
             UPDATE stactools_ingest.messages m
             SET visible_at = now(), lease_owner = NULL, lease = NULL, updated_at = now(),
                 receive_count = greatest(m.receive_count - 1, 0)
-            FROM unnest(%s::text[], %s::uuid[]) AS held(id, lease)
-            WHERE m.queue = %s AND m.id = held.id AND m.lease = held.lease AND m.state = 'ready'
+            WHERE m.queue = %s AND m.id = ANY(%s) AND m.lease = ANY(%s) AND m.state = 'ready'
             """,
-            ([m.id for m in messages], [m.lease for m in messages], messages[0].queue),
+            (messages[0].queue, [m.id for m in messages], [m.lease for m in messages]),
         )
         return cur.rowcount
 
@@ -406,7 +494,8 @@ class LocalQueues:
         """Dead letters, newest first."""
         rows = self.conn.execute(
             """
-            SELECT queue, id, source, receive_count, last_error, updated_at, body
+            SELECT queue, id, source, receive_count, last_error, updated_at,
+                body, path, start, length, stamp
             FROM stactools_ingest.messages JOIN stactools_ingest.message_bodies USING (queue, id)
             WHERE state = 'dead' AND (%s::text IS NULL OR queue = %s)
             ORDER BY updated_at DESC LIMIT %s
@@ -419,7 +508,8 @@ class LocalQueues:
         """One dead letter by id (or unique id prefix)."""
         rows = self.conn.execute(
             """
-            SELECT queue, id, source, receive_count, last_error, updated_at, body
+            SELECT queue, id, source, receive_count, last_error, updated_at,
+                body, path, start, length, stamp
             FROM stactools_ingest.messages JOIN stactools_ingest.message_bodies USING (queue, id)
             WHERE state = 'dead' AND id LIKE %s || '%%'
             """,

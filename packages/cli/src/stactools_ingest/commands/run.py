@@ -11,7 +11,7 @@ import click
 
 from item_gen.settings import GenSettings
 from stactools_ingest.inputs import check_files, read_inputs
-from stactools_ingest.pipeline import LocalPipeline, RunSummary
+from stactools_ingest.pipeline import Enqueued, LocalPipeline, RunSummary
 from stactools_ingest.progress import Reporter
 from stactools_ingest.target import resolve_dsn
 
@@ -109,12 +109,15 @@ def run(
         gen_settings=gen_settings,
         create_collections_if_missing=create_collections,
     )
-    enqueued = pipeline.enqueue(read_inputs(list(files)))
-    for problem in enqueued.problems:
-        click.echo(f"{problem.source}: {problem.reason}", err=True)
+    enqueued = Enqueued()
     reporter = Reporter(enqueued, sys.stderr, quiet=quiet or as_json)
     try:
-        summary = pipeline.run(enqueued, on_tick=reporter.tick)
+        summary = pipeline.run(
+            enqueued,
+            on_tick=reporter.tick,
+            records=read_inputs(list(files)),
+            on_problem=lambda p: click.echo(f"{p.source}: {p.reason}", err=True),
+        )
     finally:
         reporter.close()
     _print_summary(summary, as_json)
