@@ -187,6 +187,14 @@ class LocalQueues:
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext('stactools_ingest.schema'))")
                 conn.execute(SCHEMA_SQL)
 
+    def _sql(self, query: str, params: Any = None) -> psycopg.Cursor:
+        """Run a queue statement, planned afresh each time (never a prepared, generic plan).
+
+        The queue's tables grow from nothing to many thousands of rows within one run; a plan
+        psycopg prepared while they were nearly empty (sequential scans) would be reused after.
+        """
+        return self.conn.execute(query, params, prepare=False)
+
     def _schema_current(self) -> bool:
         """Whether the tables are there already, with the newest column.
 
@@ -194,7 +202,7 @@ class LocalQueues:
         nothing: a worker reconnecting after an outage would deadlock with another worker's
         open transaction on the same table.
         """
-        row = self.conn.execute(
+        row = self._sql(
             """
             SELECT 1 FROM pg_attribute
             WHERE attrelid = to_regclass('stactools_ingest.messages') AND attname = 'lease'
@@ -248,7 +256,7 @@ class LocalQueues:
     def release_orphans(self) -> int:
         """Make messages leased by dead processes on this host visible again right away."""
         host = socket.gethostname()
-        rows = self.conn.execute(
+        rows = self._sql(
             """
             SELECT DISTINCT lease_owner FROM stactools_ingest.messages
             WHERE state = 'ready' AND lease_owner LIKE %s AND visible_at > now()
@@ -258,7 +266,7 @@ class LocalQueues:
         dead = [o for (o,) in rows if not _pid_alive(int(o.rsplit(":", 1)[1]))]
         if not dead:
             return 0
-        cur = self.conn.execute(
+        cur = self._sql(
             """
             UPDATE stactools_ingest.messages
             SET visible_at = now(), lease_owner = NULL, lease = NULL
@@ -287,7 +295,7 @@ class LocalQueues:
         if time.monotonic() >= self._next_expiry.get(queue, 0.0):
             self._expire(queue)
             self._next_expiry[queue] = time.monotonic() + EXPIRE_EVERY_SECONDS
-        rows = self.conn.execute(
+        rows = self._sql(
             f"""
             WITH leased AS (
                 UPDATE stactools_ingest.messages m
@@ -327,7 +335,7 @@ class LocalQueues:
         As SQS moves a message to its DLQ when a receive would exceed maxReceiveCount: the
         worker that held it was killed or outlived its lease, every time.
         """
-        self.conn.execute(
+        self._sql(
             """
             UPDATE stactools_ingest.messages
             SET state = 'dead', lease_owner = NULL, lease = NULL, updated_at = now(),
@@ -350,7 +358,7 @@ class LocalQueues:
         with self.conn.transaction():
             done = [
                 mid
-                for (mid,) in self.conn.execute(
+                for (mid,) in self._sql(
                     """
                     UPDATE stactools_ingest.messages m
                     SET state = 'done', lease_owner = NULL, lease = NULL, last_error = NULL,
@@ -362,7 +370,7 @@ class LocalQueues:
                     (messages[0].queue, [m.id for m in messages], [m.lease for m in messages]),
                 ).fetchall()
             ]
-            self.conn.execute(
+            self._sql(
                 "DELETE FROM stactools_ingest.message_bodies WHERE queue = %s AND id = ANY(%s)",
                 (messages[0].queue, done),
             )
@@ -376,7 +384,7 @@ class LocalQueues:
         """
         if not messages:
             return set()
-        rows = self.conn.execute(
+        rows = self._sql(
             """
             SELECT m.id FROM stactools_ingest.messages m
             WHERE m.queue = %s AND m.id = ANY(%s) AND m.lease = ANY(%s) AND m.state = 'ready'
@@ -399,7 +407,7 @@ class LocalQueues:
         """
         dead = permanent or message.receive_count >= self.max_receives
         delay = retry_after if retry_after is not None else min(2.0 * message.receive_count, 30.0)
-        cur = self.conn.execute(
+        cur = self._sql(
             """
             UPDATE stactools_ingest.messages
             SET state = CASE WHEN %s THEN 'dead' ELSE 'ready' END,
@@ -412,7 +420,7 @@ class LocalQueues:
         if dead and cur.rowcount == 1 and message.span is not None:
             # A dead letter keeps its body: the input file may change before it is redriven.
             body = message.body if message.body is not None else _pointer(message.span)
-            self.conn.execute(
+            self._sql(
                 """
                 UPDATE stactools_ingest.message_bodies SET body = %s, path = NULL
                 WHERE queue = %s AND id = %s
@@ -429,7 +437,7 @@ class LocalQueues:
         """
         if not messages:
             return 0
-        cur = self.conn.execute(
+        cur = self._sql(
             """
             UPDATE stactools_ingest.messages m
             SET visible_at = now(), lease_owner = NULL, lease = NULL, updated_at = now(),
@@ -442,7 +450,7 @@ class LocalQueues:
 
     def pending(self) -> dict[str, int]:
         """Messages not yet done or dead, per queue (in flight included)."""
-        rows = self.conn.execute(
+        rows = self._sql(
             """
             SELECT queue, count(*) FROM stactools_ingest.messages m
             WHERE state = 'ready' AND EXISTS (
@@ -455,7 +463,7 @@ class LocalQueues:
 
     def queued(self) -> list[tuple[str, str]]:
         """``(queue, id)`` of every message not yet done or dead (what ``pending`` counts)."""
-        rows = self.conn.execute(
+        rows = self._sql(
             """
             SELECT queue, id FROM stactools_ingest.messages m
             WHERE state = 'ready' AND EXISTS (
@@ -467,7 +475,7 @@ class LocalQueues:
 
     def request_outcomes(self, ids: Sequence[str]) -> dict[str, int]:
         """How many requests ended ``done`` (their item landed) or ``dead`` (either stage)."""
-        done, dead = self.conn.execute(
+        done, dead = self._sql(
             """
             SELECT count(*) FILTER (WHERE d.state = 'done'),
                    count(*) FILTER (WHERE g.state = 'dead' OR d.state = 'dead')
@@ -481,7 +489,7 @@ class LocalQueues:
 
     def states(self, queue: str, ids: Sequence[str]) -> dict[str, int]:
         """How many of ``ids`` are ready / done / dead."""
-        rows = self.conn.execute(
+        rows = self._sql(
             """
             SELECT state, count(*) FROM stactools_ingest.messages
             WHERE queue = %s AND id = ANY(%s) GROUP BY state
@@ -492,7 +500,7 @@ class LocalQueues:
 
     def dead_letters(self, queue: str | None = None, limit: int = 1000) -> list[DeadLetter]:
         """Dead letters, newest first."""
-        rows = self.conn.execute(
+        rows = self._sql(
             """
             SELECT queue, id, source, receive_count, last_error, updated_at,
                 body, path, start, length, stamp
@@ -506,7 +514,7 @@ class LocalQueues:
 
     def dead_letter(self, message_id: str) -> DeadLetter | None:
         """One dead letter by id (or unique id prefix)."""
-        rows = self.conn.execute(
+        rows = self._sql(
             """
             SELECT queue, id, source, receive_count, last_error, updated_at,
                 body, path, start, length, stamp
@@ -520,7 +528,7 @@ class LocalQueues:
     def redrive(self, ids: Sequence[str] | None = None, queue: str | None = None) -> int:
         """Put dead letters back with a fresh receive count: those named by ``ids`` (all when
         None), of ``queue`` only when given."""
-        cur = self.conn.execute(
+        cur = self._sql(
             """
             UPDATE stactools_ingest.messages
             SET state = 'ready', receive_count = 0, visible_at = now(), lease_owner = NULL,
