@@ -66,6 +66,9 @@ ALTER TABLE stactools_ingest.message_bodies
     ADD COLUMN IF NOT EXISTS start bigint,
     ADD COLUMN IF NOT EXISTS length integer,
     ADD COLUMN IF NOT EXISTS stamp text;
+-- In receive's order, so a lease walks the index to its LIMIT instead of sorting every ready row.
+CREATE INDEX IF NOT EXISTS messages_ready_order
+    ON stactools_ingest.messages (queue, priority, created_at) WHERE state = 'ready';
 """
 
 # Expired last receives are looked for at most this often per handle and queue: idle workers
@@ -210,6 +213,7 @@ class LocalQueues:
                     SELECT 1 FROM pg_attribute
                     WHERE attrelid = to_regclass('stactools_ingest.message_bodies')
                         AND attname = 'stamp')
+                AND to_regclass('stactools_ingest.messages_ready_order') IS NOT NULL
             """
         ).fetchone()
         return row is not None
