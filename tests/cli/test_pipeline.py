@@ -108,3 +108,9 @@ def test_an_input_changed_after_queueing_is_dead_lettered_not_misread(pgstac, tm
         "length": len(json.dumps(item("r1", "r"))),
     }
     q.conn.close()
+
+
+def test_warm_workers_per_environment_match_the_generation_threads(pgstac):
+    # A thread that leased a request must never wait for a warm worker while holding the lease.
+    pipeline = LocalPipeline(pgstac.dsn, gen_workers=5)
+    assert pipeline.gen_settings.warm_workers_per_env == 5

@@ -140,7 +140,11 @@ class LocalPipeline:
         self.batch_window = batch_window
         self.visibility_timeout = visibility_timeout
         self.max_receives = max_receives
-        self.gen_settings = gen_settings or GenSettings()
+        # One warm worker per generation thread and environment: a thread holding a lease
+        # never waits for a slot while the request's visibility timeout runs.
+        self.gen_settings = (gen_settings or GenSettings()).model_copy(
+            update={"warm_workers_per_env": max(1, gen_workers)}
+        )
         self.runner = runner or runner_for(self.gen_settings)
         self.create_collections_if_missing = create_collections_if_missing
         self.outage_patience = outage_patience

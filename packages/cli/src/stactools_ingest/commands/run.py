@@ -39,7 +39,7 @@ def _print_summary(summary: RunSummary, as_json: bool) -> None:
     type=int,
     default=max(2, os.cpu_count() or 2),
     show_default=True,
-    help="ItemGen workers running stactools packages in parallel.",
+    help="ItemGen workers running stactools packages in parallel (one warm process each).",
 )
 @click.option(
     "--batch-size",
