@@ -114,3 +114,18 @@ def test_warm_workers_per_environment_match_the_generation_threads(pgstac):
     # A thread that leased a request must never wait for a warm worker while holding the lease.
     pipeline = LocalPipeline(pgstac.dsn, gen_workers=5)
     assert pipeline.gen_settings.warm_workers_per_env == 5
+
+
+def test_a_file_grown_after_a_killed_run_is_read_again_from_its_new_stamp(pgstac, tmp_path):
+    # GIVEN items queued by reference by a run that then died
+    path = tmp_path / "items.ndjson"
+    path.write_text(json.dumps(collection("g")) + "\n" + json.dumps(item("g1", "g")) + "\n")
+    LocalPipeline(pgstac.dsn, gen_workers=0).enqueue(read_inputs([str(path)]))
+    # WHEN lines are appended and the same command runs again
+    with path.open("a") as f:
+        f.write(json.dumps(item("g2", "g")) + "\n")
+    pipeline = LocalPipeline(pgstac.dsn, gen_workers=0)
+    summary = pipeline.run(records=read_inputs([str(path)]))
+    # THEN the lines queued before are read from the grown file, and everything loads
+    assert (summary.documents, summary.succeeded, summary.failed) == (3, 3, 0)
+    assert pgstac.item_ids("g") == ["g1", "g2"]

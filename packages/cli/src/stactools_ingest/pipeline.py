@@ -181,6 +181,8 @@ class LocalPipeline:
         session = self.session()
         rows: list[tuple[str, str, Any, str | None, int]] = []
         seen: set[tuple[str, str]] = set()
+        # already counted (queued before this run started): sent again, not counted twice
+        counted = {(GEN, i) for i in out.gen_ids} | {(LOAD, i) for i in out.load_ids}
 
         def flush() -> None:
             if rows:
@@ -202,7 +204,8 @@ class LocalPipeline:
             if (queue, mid) in seen:  # the same object twice in the input is one message
                 continue
             seen.add((queue, mid))
-            (out.gen_ids if queue == GEN else out.load_ids).append(mid)
+            if (queue, mid) not in counted:
+                (out.gen_ids if queue == GEN else out.load_ids).append(mid)
             if queue == LOAD and priority == 1 and record.span is not None:
                 # a prebuilt item: the queue keeps where it is, the load reads it from there
                 rows.append((queue, mid, None, record.source, priority, record.span))

@@ -255,7 +255,20 @@ class LocalQueues:
                 FROM incoming_refs JOIN fresh USING (queue, id)
                 """
             )
-            return cur.rowcount
+            added = cur.rowcount
+            # A message still kept by reference follows its file: the id is the content's hash,
+            # so the line found again (the file grew, or moved within it) is the same object.
+            cur.execute(
+                """
+                UPDATE stactools_ingest.message_bodies b
+                SET path = i.path, start = i.start, length = i.length, stamp = i.stamp
+                FROM incoming_refs i
+                WHERE b.queue = i.queue AND b.id = i.id AND b.path IS NOT NULL
+                    AND i.path IS NOT NULL
+                    AND (b.path, b.start, b.stamp) IS DISTINCT FROM (i.path, i.start, i.stamp)
+                """
+            )
+            return added
 
     def release_orphans(self) -> int:
         """Make messages leased by dead processes on this host visible again right away."""
