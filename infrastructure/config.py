@@ -214,6 +214,15 @@ class ItemGenConfig(_StageConfig):
     max_concurrency: int | None = Field(50, ge=2, le=1000)
     ephemeral_storage_mb: int = Field(4096, ge=512, le=10_240)
     prebaked_packages: list[str] = Field(default_factory=list)
+    # Buckets a request's create-item arguments may name (s3://bucket/...): read and list only.
+    readable_buckets: list[str] = Field(default_factory=list)
+    warm_runner: bool = True
+    warm_workers_per_env: int = Field(2, ge=1, le=64)
+
+    @field_validator("readable_buckets")
+    @classmethod
+    def _gen_bucket_names(cls, values: list[str]) -> list[str]:
+        return _bucket_names(values)
 
     @field_validator("prebaked_packages")
     @classmethod
@@ -249,14 +258,31 @@ class ItemLoadConfig(_StageConfig):
     partition_stats_interval_seconds: int = Field(60, ge=0)
     s3_event_buckets: list[str] = Field(default_factory=list)
     readable_buckets: list[str] = Field(default_factory=list)
+    # What a message may make ItemLoad read (HREF_SCHEMES, HREF_MAX_BYTES, HREF_TIMEOUT_SECONDS).
+    href_schemes: list[str] = Field(default_factory=lambda: ["s3", "https"], min_length=1)
+    href_max_bytes: int = Field(256 * 1024 * 1024, gt=0)
+    href_timeout_seconds: float = Field(60.0, gt=0, le=MAX_LAMBDA_TIMEOUT_SECONDS)
 
     @field_validator("s3_event_buckets", "readable_buckets")
     @classmethod
     def _bucket_names(cls, values: list[str]) -> list[str]:
+        return _bucket_names(values)
+
+    @field_validator("href_schemes")
+    @classmethod
+    def _schemes(cls, values: list[str]) -> list[str]:
         for value in values:
-            if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", value):
-                raise ValueError(f"{value!r} is not an S3 bucket name (give the name, not a URL)")
+            if value not in {"s3", "https", "http", "file"}:
+                raise ValueError(f"href scheme {value!r} is not one of s3, https, http, file")
         return values
+
+
+def _bucket_names(values: list[str]) -> list[str]:
+    """Bucket names, not URLs: they become IAM resource ARNs."""
+    for value in values:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", value):
+            raise ValueError(f"{value!r} is not an S3 bucket name (give the name, not a URL)")
+    return values
 
 
 class PayloadBucketConfig(_Section):

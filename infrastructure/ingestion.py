@@ -142,8 +142,12 @@ class IngestionStack(Stack):
                 "ITEM_LOAD_TOPIC_ARN": self.item_load.topic.topic_arn,
                 "PAYLOAD_BUCKET": self.payload_bucket.bucket_name,
                 "REQUEST_TIMEOUT_SECONDS": str(gen.request_timeout_seconds),
+                "DEAD_LETTER_QUEUE_URL": self.item_gen.dlq.queue_url,
+                "WARM_RUNNER": str(gen.warm_runner).lower(),
+                "WARM_WORKERS_PER_ENV": str(gen.warm_workers_per_env),
             },
         )
+        self._dead_letters(self.item_gen_function, self.item_gen.dlq)
         self.item_load.topic.grant_publish(self.item_gen_function)
         self.item_gen_function.add_to_role_policy(
             iam.PolicyStatement(
@@ -151,6 +155,20 @@ class IngestionStack(Stack):
                 resources=[self.payload_bucket.arn_for_objects("*")],
             )
         )
+        if gen.readable_buckets:
+            # Requests name inputs like s3://bucket/key; some stactools packages list prefixes.
+            self.item_gen_function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["s3:GetObject"],
+                    resources=[f"arn:{self.partition}:s3:::{b}/*" for b in gen.readable_buckets],
+                )
+            )
+            self.item_gen_function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["s3:ListBucket"],
+                    resources=[f"arn:{self.partition}:s3:::{b}" for b in gen.readable_buckets],
+                )
+            )
         self._consume(self.item_gen_function, self.item_gen.queue, gen)
 
         # --- ItemLoad ------------------------------------------------------------------------
@@ -169,11 +187,16 @@ class IngestionStack(Stack):
                 "PGSTAC_SECRET_ARN": database.ingest_secret.secret_arn,
                 "CREATE_COLLECTIONS_IF_MISSING": str(load.create_collections_if_missing).lower(),
                 "PARTITION_STATS_INTERVAL_SECONDS": str(load.partition_stats_interval_seconds),
+                "DEAD_LETTER_QUEUE_URL": self.item_load.dlq.queue_url,
+                "HREF_SCHEMES": ",".join(load.href_schemes),
+                "HREF_MAX_BYTES": str(load.href_max_bytes),
+                "HREF_TIMEOUT_SECONDS": str(load.href_timeout_seconds),
             },
             vpc=network.vpc,
             vpc_subnets=network.lambda_subnets,
             security_groups=[database.client_security_group],
         )
+        self._dead_letters(self.item_load_function, self.item_load.dlq)
         database.ingest_secret.grant_read(self.item_load_function)
         readable = [self.payload_bucket.arn_for_objects("*")] + [
             f"arn:{self.partition}:s3:::{name}/*"
@@ -298,6 +321,13 @@ class IngestionStack(Stack):
             log_group=log_group,
             role=role,
             **kwargs,
+        )
+
+    def _dead_letters(self, function: lambda_.IFunction, dlq: sqs.IQueue) -> None:
+        """Let the stage send a record that can never succeed straight to its own DLQ."""
+        # Not dlq.grant_send_messages: that also grants GetQueueAttributes/GetQueueUrl.
+        function.add_to_role_policy(
+            iam.PolicyStatement(actions=["sqs:SendMessage"], resources=[dlq.queue_arn])
         )
 
     def _consume(self, function: lambda_.IFunction, queue: sqs.IQueue, stage: _StageConfig) -> None:

@@ -133,6 +133,13 @@ EVENT_SOURCE_BUCKETS = Finding(
     "ItemLoad reads the objects whose ObjectCreated events or pointers it receives.",
 )
 
+GEN_READABLE_BUCKETS = Finding(
+    "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::*/*]",
+    ("*-ingestion/ItemGenFunctionRole/DefaultPolicy",),
+    "Object-level read access to the buckets named in item_gen.readable_buckets: requests name "
+    "their inputs as s3://bucket/key, which the stactools package reads.",
+)
+
 
 def suppress_findings(stacks: list[Stack], config: DeploymentConfig) -> list[Finding]:
     """Acknowledge the accepted findings on the constructs they apply to; return them."""
@@ -149,6 +156,14 @@ def suppress_findings(stacks: list[Stack], config: DeploymentConfig) -> list[Fin
                 f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{name}/*]",
                 EVENT_SOURCE_BUCKETS.paths,
                 EVENT_SOURCE_BUCKETS.reason,
+            )
+        )
+    for name in config.item_gen.readable_buckets:
+        findings.append(
+            Finding(
+                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{name}/*]",
+                GEN_READABLE_BUCKETS.paths,
+                GEN_READABLE_BUCKETS.reason,
             )
         )
     for stack in stacks:

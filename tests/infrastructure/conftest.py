@@ -109,7 +109,16 @@ def full_app(tmp_path_factory) -> Synthesized:
         alarms={"email": "ops@example.com"},
         stac_api={"enabled": True},
         database={"db_allowed_cidrs": ["192.0.2.0/24"], "multi_az": True},
-        item_load={"s3_event_buckets": ["stac-landing"], "readable_buckets": ["stac-archive"]},
-        item_gen={"prebaked_packages": ["stactools-landsat"]},
+        item_load={
+            "s3_event_buckets": ["stac-landing"],
+            "readable_buckets": ["stac-archive"],
+            "href_schemes": ["s3"],
+        },
+        item_gen={
+            "prebaked_packages": ["stactools-landsat"],
+            "readable_buckets": ["my-bucket"],
+            "warm_runner": False,
+            "warm_workers_per_env": 3,
+        },
         network={"nat_gateways": 2},
     )

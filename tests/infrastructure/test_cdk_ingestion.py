@@ -111,6 +111,7 @@ def test_visibility_timeout_is_six_times_function_timeout(ingestion, stage):
 def test_item_gen_function(default_app, ingestion):
     topic_id, _ = _one(ingestion, "AWS::SNS::Topic", "ItemLoadTopic")
     bucket_id, _ = _one(ingestion, "AWS::S3::Bucket", "PayloadBucket")
+    dlq_id, _ = _one(ingestion, "AWS::SQS::Queue", "ItemGenDeadLetterQueue")
     _, function = _one(ingestion, "AWS::Lambda::Function", "ItemGenFunction")
     props = function["Properties"]
     assert props["PackageType"] == "Image"
@@ -121,6 +122,9 @@ def test_item_gen_function(default_app, ingestion):
         "ITEM_LOAD_TOPIC_ARN": {"Ref": topic_id},
         "PAYLOAD_BUCKET": {"Ref": bucket_id},
         "REQUEST_TIMEOUT_SECONDS": "300",
+        "DEAD_LETTER_QUEUE_URL": {"Ref": dlq_id},
+        "WARM_RUNNER": "true",
+        "WARM_WORKERS_PER_ENV": "2",
         "POWERTOOLS_SERVICE_NAME": "item-gen",
         "POWERTOOLS_METRICS_NAMESPACE": "stactools-ingest",
         "LOG_LEVEL": "INFO",
@@ -131,6 +135,9 @@ def test_item_load_function_in_private_subnets_with_client_group(ingestion):
     _, function = _one(ingestion, "AWS::Lambda::Function", "ItemLoadFunction")
     props = function["Properties"]
     variables = props["Environment"]["Variables"]
+    dlq_id, _ = _one(ingestion, "AWS::SQS::Queue", "ItemLoadDeadLetterQueue")
+    assert variables["DEAD_LETTER_QUEUE_URL"] == {"Ref": dlq_id}
+    assert variables["HREF_SCHEMES"] == "s3,https"
     assert "IngestUserSecret" in variables["PGSTAC_SECRET_ARN"]["Fn::ImportValue"]
     assert variables["CREATE_COLLECTIONS_IF_MISSING"] == "false"
     assert variables["PARTITION_STATS_INTERVAL_SECONDS"] == "60"
@@ -160,6 +167,7 @@ def test_item_gen_role_is_scoped(ingestion):
     queue_id, _ = _one(ingestion, "AWS::SQS::Queue", "ItemGenQueue")
     bucket_id, _ = _one(ingestion, "AWS::S3::Bucket", "PayloadBucket")
     logs_id, _ = _one(ingestion, "AWS::Logs::LogGroup", "ItemGenFunctionLogs")
+    dlq_id, _ = _one(ingestion, "AWS::SQS::Queue", "ItemGenDeadLetterQueue")
     _, role = _one(ingestion, "AWS::IAM::Role", "ItemGenFunctionRole")
     assert "ManagedPolicyArns" not in role["Properties"]
     by_resource = {
@@ -176,11 +184,21 @@ def test_item_gen_role_is_scoped(ingestion):
             "sqs:GetQueueUrl",
             "sqs:ReceiveMessage",
         },
+        str({"Fn::GetAtt": [dlq_id, "Arn"]}): {"sqs:SendMessage"},
     }
 
 
 def test_item_load_role_is_scoped(ingestion):
     statements = _statements(ingestion, "ItemLoadFunctionRole")
+    dlq_id, _ = _one(ingestion, "AWS::SQS::Queue", "ItemLoadDeadLetterQueue")
+    sends = [s for s in statements if "sqs:SendMessage" in _actions(s)]
+    assert sends == [
+        {
+            "Action": "sqs:SendMessage",
+            "Effect": "Allow",
+            "Resource": {"Fn::GetAtt": [dlq_id, "Arn"]},
+        }
+    ]
     wildcard = [s for s in statements if s["Resource"] == "*"]
     assert len(wildcard) == 1 and all(a.startswith("ec2:") for a in _actions(wildcard[0]))
     secrets = [s for s in statements if any(a.startswith("secretsmanager:") for a in _actions(s))]
@@ -286,3 +304,33 @@ def test_s3_event_sources_reach_load_topic(full_app):
     assert {
         "Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":s3:::stac-archive/*"]]
     } in readable
+
+
+def test_item_gen_reads_configured_buckets(full_app):
+    """item_gen.readable_buckets: GetObject on their objects, ListBucket on the buckets."""
+    template = full_app.templates["ingestion"]
+    statements = _statements(template, "ItemGenFunctionRole")
+    reads = [s for s in statements if _actions(s) & {"s3:GetObject", "s3:ListBucket"}]
+
+    def arn(suffix: str) -> dict:
+        return {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, f":s3:::{suffix}"]]}
+
+    assert reads == [
+        {"Action": "s3:GetObject", "Effect": "Allow", "Resource": arn("my-bucket/*")},
+        {"Action": "s3:ListBucket", "Effect": "Allow", "Resource": arn("my-bucket")},
+    ]
+
+
+def test_item_gen_reads_no_bucket_by_default(ingestion):
+    statements = _statements(ingestion, "ItemGenFunctionRole")
+    assert not [s for s in statements if _actions(s) & {"s3:GetObject", "s3:ListBucket"}]
+
+
+def test_stage_settings_reach_function_environments(full_app):
+    template = full_app.templates["ingestion"]
+    _, gen = _one(template, "AWS::Lambda::Function", "ItemGenFunction")
+    _, load = _one(template, "AWS::Lambda::Function", "ItemLoadFunction")
+    gen_env = gen["Properties"]["Environment"]["Variables"]
+    load_env = load["Properties"]["Environment"]["Variables"]
+    assert (gen_env["WARM_RUNNER"], gen_env["WARM_WORKERS_PER_ENV"]) == ("false", "3")
+    assert load_env["HREF_SCHEMES"] == "s3"
