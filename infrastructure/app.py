@@ -10,15 +10,31 @@ from pathlib import Path
 # `cdk` runs this file as a script; make `infrastructure` importable from the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aws_cdk import App, Environment, Stack, Tags, Validations
-from cdk_nag import AwsSolutionsChecks
+from infrastructure.config import ConfigError, DeploymentConfig, load_config
 
-from infrastructure.config import DeploymentConfig, load_config
-from infrastructure.database import DatabaseStack
-from infrastructure.ingestion import IngestionStack
-from infrastructure.nag import suppress_findings
-from infrastructure.network import NetworkStack
-from infrastructure.stac_api import StacApiStack
+
+def config_or_exit() -> DeploymentConfig:
+    """The deployment settings, or one line on stderr naming file and key, and exit 1."""
+    try:
+        return load_config()
+    except (ConfigError, FileNotFoundError) as e:
+        # One line a person can act on, not a pydantic traceback inside `cdk synth` output.
+        print(e, file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    # Before aws_cdk's import, whose jsii runtime prints its Node banners ahead of our line.
+    CONFIG = config_or_exit()
+
+from aws_cdk import App, Environment, Stack, Tags, Validations  # noqa: E402 (after the config check)
+from cdk_nag import AwsSolutionsChecks  # noqa: E402 (after the config check)
+
+from infrastructure.database import DatabaseStack  # noqa: E402 (after the config check)
+from infrastructure.ingestion import IngestionStack  # noqa: E402 (after the config check)
+from infrastructure.nag import suppress_findings  # noqa: E402 (after the config check)
+from infrastructure.network import NetworkStack  # noqa: E402 (after the config check)
+from infrastructure.stac_api import StacApiStack  # noqa: E402 (after the config check)
 
 
 @dataclass
@@ -76,13 +92,13 @@ def build(app: App, config: DeploymentConfig, **stack_overrides) -> Stacks:
     return stacks
 
 
-def main() -> None:
+def main(config: DeploymentConfig) -> None:
     """Entry point for `cdk` (see cdk.json)."""
     app = App()
-    build(app, load_config())
+    build(app, config)
     Validations.of(app).add_plugins(AwsSolutionsChecks(app, verbose=True))
     app.synth()
 
 
 if __name__ == "__main__":
-    main()
+    main(CONFIG)

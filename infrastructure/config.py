@@ -10,7 +10,14 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -384,9 +391,43 @@ def load_config(path: Path | str | None = None, **overrides: object) -> Deployme
         chosen = config_path()
         if path is not None and not chosen.is_file():
             raise FileNotFoundError(f"config file {chosen} does not exist")
-        return DeploymentConfig(**overrides)
+        try:
+            return DeploymentConfig(**overrides)
+        except ValidationError as e:
+            raise ConfigError(describe_errors(e, chosen)) from e
     finally:
         _config_path.reset(token)
+
+
+class ConfigError(ValueError):
+    """The deployment settings are invalid; the message is one line naming file and key."""
+
+
+def describe_errors(error: ValidationError, path: Path) -> str:
+    """One line for a person: the file, each bad key and, for unknown keys, the allowed ones."""
+    parts = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"])
+        if problem["type"] == "extra_forbidden":
+            section, allowed = _allowed_keys(problem["loc"][:-1])
+            parts.append(f"unknown key {key} (allowed in {section}: {', '.join(allowed)})")
+        elif key:
+            parts.append(f"{key}: {problem['msg']}")
+        else:
+            parts.append(problem["msg"])
+    return f"{path}: " + "; ".join(parts)
+
+
+def _allowed_keys(section: tuple) -> tuple[str, list[str]]:
+    """The keys the config section at `section` (a location tuple) accepts."""
+    model: type[BaseModel] = DeploymentConfig
+    for part in section:
+        annotation = model.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    name = ".".join(str(part) for part in section) or "the top level"
+    return name, list(model.model_fields)
 
 
 def locked_pypgstac_version(lock_file: Path = REPO_ROOT / "uv.lock") -> str | None:

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from infrastructure.config import DeploymentConfig, load_config, locked_pypgstac_version
+from infrastructure.config import (
+    ConfigError,
+    DeploymentConfig,
+    ItemLoadConfig,
+    load_config,
+    locked_pypgstac_version,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO_ROOT / "config.yml.example"
@@ -116,3 +125,34 @@ def test_invalid_settings_fail_with_a_clear_message(overrides, message):
 
 def test_pgstac_default_matches_the_lock():
     assert DeploymentConfig().database.pgstac_version == locked_pypgstac_version() == "0.9.8"
+
+
+def test_typo_in_config_is_one_line_naming_file_key_and_allowed_keys(tmp_path):
+    # GIVEN a config.yml with a misspelt key in the item_load section
+    config_file = tmp_path / "config.yml"
+    config_file.write_text("item_load:\n  batchsize: 500\n")
+    # WHEN the CDK app's entry point runs on it (as `cdk synth` does)
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "infrastructure" / "app.py")],
+        env={**os.environ, "STACTOOLS_INGEST_CONFIG": str(config_file)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # THEN it exits 1 with one line: the file, the key and the keys that section allows
+    allowed = ", ".join(ItemLoadConfig.model_fields)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"{config_file}: unknown key item_load.batchsize (allowed in item_load: {allowed})\n"
+    )
+
+
+def test_bad_value_in_config_is_one_line(tmp_path):
+    config_file = tmp_path / "config.yml"
+    config_file.write_text("item_gen:\n  warm_workers_per_env: 0\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_file)
+    assert str(caught.value) == (
+        f"{config_file}: item_gen.warm_workers_per_env: Input should be greater than or equal to 1"
+    )
