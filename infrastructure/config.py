@@ -81,7 +81,9 @@ class DatabaseConfig(_Section):
     instance_type: str = "t4g.small"
     allocated_storage_gib: int = Field(20, ge=20, le=65_536)
     max_allocated_storage_gib: int | None = Field(100, ge=20, le=65_536)
-    postgres_version: str = "17"
+    # A pinned minor (the newest 17.x aws-cdk-lib knows): a bare major lets RDS choose the
+    # minor at each create, so two deployments of one config could differ.
+    postgres_version: str = "17.9"
     pgstac_version: str = "0.9.8"
     multi_az: bool = False
     backup_retention_days: int = Field(7, ge=1, le=35)
@@ -100,9 +102,14 @@ class DatabaseConfig(_Section):
     @field_validator("postgres_version")
     @classmethod
     def _postgres_version_shape(cls, value: str) -> str:
-        if not re.fullmatch(r"1[3-9](\.\d+)?", value):
+        if re.fullmatch(r"1[3-9]", value):
             raise ValueError(
-                f"postgres_version {value!r} must be a PostgreSQL 13+ version like '17' or '16.8'"
+                f"postgres_version {value!r}: give the minor version too, like '17.9' or '16.13' "
+                "(a bare major lets RDS pick the minor at deploy time)"
+            )
+        if not re.fullmatch(r"1[3-9]\.\d+", value):
+            raise ValueError(
+                f"postgres_version {value!r} must be a PostgreSQL 13+ version like '17.9' or '16.8'"
             )
         return value
 

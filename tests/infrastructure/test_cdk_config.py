@@ -115,6 +115,7 @@ def test_default_visibility_timeouts_follow_aws_guidance():
         ({"item_load": {"log_retention_days": 31}}, "log_retention_days must be one of"),
         ({"item_load": {"max_concurrency": 1}}, "greater than or equal to 2"),
         ({"stage": "has spaces"}, "must start with a letter"),
+        ({"database": {"postgres_version": "17"}}, "give the minor version too, like '17.9'"),
         ({"item_laod": {}}, "Extra inputs are not permitted"),
     ],
 )
