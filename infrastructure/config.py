@@ -36,7 +36,7 @@ MAX_VISIBILITY_TIMEOUT_SECONDS = 43_200
 MAX_LAMBDA_TIMEOUT_SECONDS = 900
 # AWS guidance: queue visibility timeout at least six times the function timeout.
 VISIBILITY_TIMEOUT_FACTOR = 6
-# Retention periods CloudWatch Logs accepts (a subset; infrastructure/ingestion.py maps them).
+# Retention periods CloudWatch Logs accepts (a subset; ingestion.py sets the days as given).
 LOG_RETENTION_DAYS = (
     1,
     3,

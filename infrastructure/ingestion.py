@@ -282,9 +282,13 @@ class IngestionStack(Stack):
         log_group = logs.LogGroup(
             self,
             f"{id}Logs",
-            retention=RETENTION_BY_DAYS[stage.log_retention_days],
             removal_policy=RemovalPolicy.DESTROY,
         )
+        # The days themselves, not a RetentionDays member: config.py holds the one list of
+        # periods CloudWatch accepts and has validated this value against it.
+        cfn_log_group = log_group.node.default_child
+        assert isinstance(cfn_log_group, logs.CfnLogGroup)
+        cfn_log_group.retention_in_days = stage.log_retention_days
         role = iam.Role(
             self,
             f"{id}Role",
@@ -343,26 +347,3 @@ class IngestionStack(Stack):
                 report_batch_item_failures=True,
             )
         )
-
-
-# CloudWatch Logs accepts only these retention periods (config.py validates against them).
-RETENTION_BY_DAYS = {
-    1: logs.RetentionDays.ONE_DAY,
-    3: logs.RetentionDays.THREE_DAYS,
-    5: logs.RetentionDays.FIVE_DAYS,
-    7: logs.RetentionDays.ONE_WEEK,
-    14: logs.RetentionDays.TWO_WEEKS,
-    30: logs.RetentionDays.ONE_MONTH,
-    60: logs.RetentionDays.TWO_MONTHS,
-    90: logs.RetentionDays.THREE_MONTHS,
-    120: logs.RetentionDays.FOUR_MONTHS,
-    150: logs.RetentionDays.FIVE_MONTHS,
-    180: logs.RetentionDays.SIX_MONTHS,
-    365: logs.RetentionDays.ONE_YEAR,
-    400: logs.RetentionDays.THIRTEEN_MONTHS,
-    545: logs.RetentionDays.EIGHTEEN_MONTHS,
-    731: logs.RetentionDays.TWO_YEARS,
-    1096: logs.RetentionDays.THREE_YEARS,
-    1827: logs.RetentionDays.FIVE_YEARS,
-    3653: logs.RetentionDays.TEN_YEARS,
-}

@@ -334,3 +334,13 @@ def test_stage_settings_reach_function_environments(full_app):
     load_env = load["Properties"]["Environment"]["Variables"]
     assert (gen_env["WARM_RUNNER"], gen_env["WARM_WORKERS_PER_ENV"]) == ("false", "3")
     assert load_env["HREF_SCHEMES"] == "s3"
+
+
+def test_log_retention_from_config(default_app, full_app):
+    def retention(app, prefix: str) -> int:
+        _, group = _one(app.templates["ingestion"], "AWS::Logs::LogGroup", prefix)
+        return group["Properties"]["RetentionInDays"]
+
+    assert retention(default_app, "ItemGenFunctionLogs") == 30
+    assert retention(default_app, "ItemLoadFunctionLogs") == 30
+    assert retention(full_app, "ItemLoadFunctionLogs") == 400

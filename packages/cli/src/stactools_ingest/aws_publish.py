@@ -17,12 +17,11 @@ from typing import Any
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ingest_common.envelope import SNS_MAX_BYTES
 from ingest_common.errors import PermanentError
 from stactools_ingest.aws_stack import AwsOpsError, client
 from stactools_ingest.inputs import InputProblem, InputRecord, classify
 
-# SNS refuses a message over 256 KiB, and a PublishBatch call whose messages add up to more.
-SNS_MAX_BYTES = 256 * 1024
 SNS_BATCH_ENTRIES = 10
 
 # Whole calls: botocore retries throttling and the service's own errors, adapting its rate.

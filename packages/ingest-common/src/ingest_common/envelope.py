@@ -15,6 +15,10 @@ import orjson
 
 from ingest_common.errors import MessageFormatError
 
+# SNS refuses a message over 256 KiB (262,144 bytes, attributes included), and a PublishBatch
+# call whose messages add up to more. The one definition: both publishers import it.
+SNS_MAX_BYTES = 256 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class Envelope:

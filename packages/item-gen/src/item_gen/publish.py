@@ -6,10 +6,11 @@ import json
 import uuid
 from typing import Any
 
+from ingest_common.envelope import SNS_MAX_BYTES as SNS_LIMIT_BYTES
 from item_gen.errors import PayloadTooLarge, PublishFailed
 
-# SNS refuses messages over 262,144 bytes, attributes included; keep a margin for them.
-SNS_MAX_BYTES = 256 * 1024 - 2048
+# The SNS limit counts message attributes too; keep a margin for the ones we add.
+SNS_MAX_BYTES = SNS_LIMIT_BYTES - 2048
 
 
 class Publisher:
