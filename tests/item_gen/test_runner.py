@@ -170,3 +170,9 @@ def test_a_command_killed_by_a_signal_is_reported_as_such(tmp_path, strays):
     error = run_in_thread(request(), GenSettings(uvx=str(uvx), request_timeout_seconds=5))
     assert isinstance(error, PackageFailed)
     assert str(error).endswith("exited -9: about to die")
+
+
+def test_stactools_is_pinned_by_default(monkeypatch):
+    # Every package environment gets the same stactools unless STACTOOLS_SPEC says otherwise.
+    monkeypatch.delenv("STACTOOLS_SPEC", raising=False)
+    assert GenSettings().stactools_spec == "stactools==0.5.3"

@@ -22,7 +22,7 @@ class GenSettings(BaseSettings):
     uvx: str = "uvx"
     """The uvx executable used to run stactools packages in their own environments."""
 
-    stactools_spec: str = "stactools"
+    stactools_spec: str = "stactools==0.5.3"
     """The stactools distribution (and version) providing the ``stac`` command."""
 
     warm_runner: bool = True
