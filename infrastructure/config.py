@@ -10,6 +10,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
+import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -402,6 +403,11 @@ def load_config(path: Path | str | None = None, **overrides: object) -> Deployme
             return DeploymentConfig(**overrides)
         except ValidationError as e:
             raise ConfigError(describe_errors(e, chosen)) from e
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ConfigError(f"{chosen}: not valid YAML: {problem}{where}") from e
     finally:
         _config_path.reset(token)
 

@@ -157,3 +157,14 @@ def test_bad_value_in_config_is_one_line(tmp_path):
     assert str(caught.value) == (
         f"{config_file}: item_gen.warm_workers_per_env: Input should be greater than or equal to 1"
     )
+
+
+def test_yaml_syntax_error_is_one_line(tmp_path):
+    config_file = tmp_path / "config.yml"
+    config_file.write_text("item_load:\n  batch_size: [1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(config_file)
+    assert str(caught.value) == (
+        f"{config_file}: not valid YAML: expected ',' or ']', but got '<stream end>' "
+        "(line 3, column 1)"
+    )
