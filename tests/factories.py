@@ -41,9 +41,15 @@ def collection(collection_id: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+COLL = "test-collection"
+"""The collection ``item`` puts items in unless told otherwise."""
+MONTHLY = "monthly"
+"""A collection the ItemLoad tests partition by month."""
+
+
 def item(
     item_id: str,
-    collection_id: str | None = "test-collection",
+    collection_id: str | None = COLL,
     dt: str = "2020-06-01T00:00:00Z",
     n_assets: int = 2,
     x: float = 10.0,
@@ -157,3 +163,8 @@ class LambdaContext:
 def failed_ids(response: dict) -> set[str]:
     """Message ids a partial batch response reports as failed."""
     return {f["itemIdentifier"] for f in response["batchItemFailures"]}
+
+
+def logged_reasons(caplog: Any, message_id: str) -> list[str]:
+    """The reasons logged for one message, as an operator reads them in the logs."""
+    return [r.reason for r in caplog.records if getattr(r, "message_id", None) == message_id]

@@ -5,20 +5,16 @@ from __future__ import annotations
 import boto3
 import pytest
 from factories import (
-    LambdaContext,
-    collection,
+    COLL,
     failed_ids,
     item,
     sns_envelope,
-    sqs_event,
     sqs_record,
 )
 from moto import mock_aws
 
 from ingest_common.dead_letter import DeadLetterQueue
 from item_load import handler as load_handler
-
-COLL = "test-collection"
 
 
 @pytest.fixture
@@ -48,23 +44,6 @@ def dead_letters(sqs, url: str) -> list[dict]:
             found.append({"body": m["Body"], **attributes})
             sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
     return found
-
-
-@pytest.fixture
-def load(pgstac):
-    load_handler.connections.discard()
-
-    def _load(records: list[dict]) -> dict:
-        return load_handler.handler(sqs_event(records), LambdaContext())
-
-    yield _load
-    load_handler.connections.discard()
-
-
-@pytest.fixture
-def with_collection(pgstac, load):
-    assert failed_ids(load([sqs_record(sns_envelope(collection(COLL)))])) == set()
-    return pgstac
 
 
 def test_unparsable_and_invalid_records_are_dead_lettered_at_once(

@@ -9,40 +9,19 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 from factories import (
+    COLL,
     SITE_RULE,
-    LambdaContext,
     collection,
     failed_ids,
     item,
     s3_event,
     sns_envelope,
-    sqs_event,
     sqs_record,
 )
 from hrefserver import HrefHandler, serving
 from moto import mock_aws
 
 from item_load import handler as load_handler
-
-COLL = "test-collection"
-
-
-@pytest.fixture
-def load(pgstac):
-    """Call the real Lambda entry point against this test's database."""
-    load_handler.connections.discard()
-
-    def _load(records: list[dict]) -> dict:
-        return load_handler.handler(sqs_event(records), LambdaContext())
-
-    yield _load
-    load_handler.connections.discard()
-
-
-@pytest.fixture
-def with_collection(pgstac, load):
-    assert failed_ids(load([sqs_record(sns_envelope(collection(COLL)))])) == set()
-    return pgstac
 
 
 def test_sns_wrapped_and_raw_items_land(with_collection, load):

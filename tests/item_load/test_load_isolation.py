@@ -7,41 +7,17 @@ import random
 import psycopg
 import pytest
 from factories import (
-    LambdaContext,
+    COLL,
     collection,
     failed_ids,
     item,
+    logged_reasons,
     sns_envelope,
-    sqs_event,
     sqs_record,
 )
 
 from item_load import db
 from item_load import handler as load_handler
-
-COLL = "test-collection"
-
-
-@pytest.fixture
-def load(pgstac):
-    """Call the real Lambda entry point against this test's database."""
-    load_handler.connections.discard()
-
-    def _load(records: list[dict]) -> dict:
-        return load_handler.handler(sqs_event(records), LambdaContext())
-
-    yield _load
-    load_handler.connections.discard()
-
-
-@pytest.fixture
-def with_collection(pgstac, load):
-    assert failed_ids(load([sqs_record(sns_envelope(collection(COLL)))])) == set()
-    return pgstac
-
-
-def _reasons(caplog, message_id: str) -> list[str]:
-    return [r.reason for r in caplog.records if getattr(r, "message_id", None) == message_id]
 
 
 def _incompressible_text(n: int, seed: int = 9) -> str:
@@ -91,7 +67,7 @@ def test_nul_in_collection_fails_alone(with_collection, load, caplog):
     # THEN only its message fails, naming the collection problem; the good item lands
     assert response == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
     assert with_collection.item_ids(COLL) == ["fine"]
-    reasons = _reasons(caplog, "bad")
+    reasons = logged_reasons(caplog, "bad")
     assert reasons and "0x00" in reasons[0] and "collection" in reasons[0]
 
 
@@ -113,7 +89,7 @@ def test_index_row_too_large_fails_the_record_alone(with_collection, load, caplo
     # THEN only that record fails, with PostgreSQL's reason, not "pgstac unavailable"
     assert response == {"batchItemFailures": [{"itemIdentifier": "huge-id"}]}
     assert with_collection.item_ids(COLL) == sorted(f"g{n}" for n in range(20))
-    reasons = _reasons(caplog, "huge-id")
+    reasons = logged_reasons(caplog, "huge-id")
     assert reasons and "index row" in reasons[0] and "unavailable" not in reasons[0]
 
 
@@ -222,4 +198,4 @@ def test_collections_pgstac_refuses_fail_alone(pgstac, load, caplog):
     response = load([nul, huge, good, item_of_good])
     assert failed_ids(response) == {"nul", "huge"}
     assert pgstac.item_ids("fine") == ["i"]
-    assert "index row" in _reasons(caplog, "huge")[0]
+    assert "index row" in logged_reasons(caplog, "huge")[0]

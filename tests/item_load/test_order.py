@@ -7,39 +7,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from factories import (
-    LambdaContext,
+    COLL,
     collection,
     failed_ids,
     item,
+    logged_reasons,
     sns_envelope,
-    sqs_event,
     sqs_record,
 )
 
-from item_load import handler as load_handler
 from item_load.core import load_documents
 from item_load.messages import Document
 
-COLL = "test-collection"
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def load(pgstac):
-    """Call the real Lambda entry point against this test's database."""
-    load_handler.connections.discard()
-
-    def _load(records: list[dict]) -> dict:
-        return load_handler.handler(sqs_event(records), LambdaContext())
-
-    yield _load
-    load_handler.connections.discard()
-
-
-@pytest.fixture
-def with_collection(pgstac, load):
-    assert failed_ids(load([sqs_record(sns_envelope(collection(COLL)))])) == set()
-    return pgstac
 
 
 def _version(version: str, item_id: str = "it", **props) -> dict:
@@ -52,10 +32,6 @@ def _versions(db) -> dict[str, str]:
     with db.connect() as conn:
         rows = conn.execute("SELECT id, content->'properties'->>'version' FROM items").fetchall()
     return dict(rows)
-
-
-def _reasons(caplog, message_id: str) -> list[str]:
-    return [r.reason for r in caplog.records if getattr(r, "message_id", None) == message_id]
 
 
 def test_an_older_message_in_a_later_batch_changes_nothing(with_collection, load):
@@ -157,7 +133,7 @@ def test_when_the_newest_copy_fails_an_older_copy_is_not_reported_loaded(
     # it fails too, saying why, and will be retried
     assert failed_ids(response) == {"newest", "older"}
     assert _versions(with_collection) == {"other": "ok"}
-    (reason,) = _reasons(caplog, "older")
+    (reason,) = logged_reasons(caplog, "older")
     assert reason.startswith("item 'it': a newer copy in message 'newest' was not loaded (")
     assert reason.endswith("); this older copy was not loaded either and will be retried")
     # AND retried alone (the newest dead-lettered), it loads

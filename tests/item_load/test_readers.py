@@ -3,42 +3,19 @@ whose constraint went missing are repaired."""
 
 from __future__ import annotations
 
-import pytest
 from factories import (
-    LambdaContext,
+    MONTHLY,
     collection,
     failed_ids,
     item,
     sns_envelope,
-    sqs_event,
     sqs_record,
 )
 
 from item_load import handler as load_handler
 from item_load.upsert import CollectionWriter
 
-MONTHLY = "monthly"
 VIEWS = ("partitions", "partition_steps")
-
-
-@pytest.fixture
-def load(pgstac):
-    """Call the real Lambda entry point against this test's database."""
-    load_handler.connections.discard()
-
-    def _load(records: list[dict]) -> dict:
-        return load_handler.handler(sqs_event(records), LambdaContext())
-
-    yield _load
-    load_handler.connections.discard()
-
-
-@pytest.fixture
-def monthly(pgstac, load):
-    assert failed_ids(load([sqs_record(sns_envelope(collection(MONTHLY)))])) == set()
-    with pgstac.connect() as conn:
-        conn.execute("UPDATE collections SET partition_trunc = 'month' WHERE id = %s", (MONTHLY,))
-    return pgstac
 
 
 def _view_locks(db, pid: int) -> list[str]:

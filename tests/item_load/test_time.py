@@ -6,39 +6,16 @@ from datetime import UTC, datetime
 
 import pytest
 from factories import (
-    LambdaContext,
+    MONTHLY,
     collection,
     failed_ids,
     item,
+    logged_reasons,
     sns_envelope,
-    sqs_event,
     sqs_record,
 )
 
 from item_load import handler as load_handler
-
-MONTHLY = "monthly"
-
-
-@pytest.fixture
-def load(pgstac):
-    """Call the real Lambda entry point against this test's database."""
-    load_handler.connections.discard()
-
-    def _load(records: list[dict]) -> dict:
-        return load_handler.handler(sqs_event(records), LambdaContext())
-
-    yield _load
-    load_handler.connections.discard()
-
-
-@pytest.fixture
-def monthly(pgstac, load):
-    """A collection partitioned by month, as pgstac users configure large ones."""
-    assert failed_ids(load([sqs_record(sns_envelope(collection(MONTHLY)))])) == set()
-    with pgstac.connect() as conn:
-        conn.execute("UPDATE collections SET partition_trunc = 'month' WHERE id = %s", (MONTHLY,))
-    return pgstac
 
 
 def _stored(db, item_id: str) -> tuple[str, datetime, datetime]:
@@ -57,10 +34,6 @@ def _key(db, collection_id: str) -> int:
         return conn.execute(
             "SELECT key FROM collections WHERE id = %s", (collection_id,)
         ).fetchone()[0]
-
-
-def _reasons(caplog, message_id: str) -> list[str]:
-    return [r.reason for r in caplog.records if getattr(r, "message_id", None) == message_id]
 
 
 def test_an_offset_instant_decides_the_month_partition(monthly, load):
@@ -154,7 +127,7 @@ def test_forms_outside_rfc_3339_are_refused_before_the_copy(pgstac, load, caplog
     good = sqs_record(sns_envelope(item("fine", "c")))
     assert failed_ids(load([bad, good])) == {"odd-message"}
     assert pgstac.item_ids("c") == ["fine"]
-    (reason,) = _reasons(caplog, "odd-message")
+    (reason,) = logged_reasons(caplog, "odd-message")
     assert reason.startswith(f"item 'odd': properties.datetime {text!r}")
     assert "RFC 3339" in reason or "out of range" in reason
 

@@ -4,42 +4,19 @@ from __future__ import annotations
 
 import copy
 
-import pytest
 from factories import (
-    LambdaContext,
+    COLL,
     collection,
     failed_ids,
     item,
+    logged_reasons,
     sns_envelope,
-    sqs_event,
     sqs_record,
 )
 
-from item_load import handler as load_handler
-
-COLL = "test-collection"
-
-
-@pytest.fixture
-def load(pgstac):
-    """Call the real Lambda entry point against this test's database."""
-    load_handler.connections.discard()
-
-    def _load(records: list[dict]) -> dict:
-        return load_handler.handler(sqs_event(records), LambdaContext())
-
-    yield _load
-    load_handler.connections.discard()
-
-
-@pytest.fixture
-def with_collection(pgstac, load):
-    assert failed_ids(load([sqs_record(sns_envelope(collection(COLL)))])) == set()
-    return pgstac
-
 
 def _reason(caplog, message_id: str) -> str:
-    (reason,) = [r.reason for r in caplog.records if getattr(r, "message_id", None) == message_id]
+    (reason,) = logged_reasons(caplog, message_id)
     return reason
 
 
