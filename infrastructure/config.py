@@ -233,6 +233,7 @@ class ItemGenConfig(_StageConfig):
     readable_buckets: list[str] = Field(default_factory=list)
     warm_runner: bool = True
     warm_workers_per_env: int = Field(2, ge=1, le=64)
+    warm_max_environments: int = Field(4, ge=1, le=64)
 
     @field_validator("readable_buckets")
     @classmethod

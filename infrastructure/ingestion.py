@@ -145,6 +145,7 @@ class IngestionStack(Stack):
                 "DEAD_LETTER_QUEUE_URL": self.item_gen.dlq.queue_url,
                 "WARM_RUNNER": str(gen.warm_runner).lower(),
                 "WARM_WORKERS_PER_ENV": str(gen.warm_workers_per_env),
+                "WARM_MAX_ENVIRONMENTS": str(gen.warm_max_environments),
             },
         )
         self._dead_letters(self.item_gen_function, self.item_gen.dlq)

@@ -120,6 +120,7 @@ def full_app(tmp_path_factory) -> Synthesized:
             "readable_buckets": ["my-bucket"],
             "warm_runner": False,
             "warm_workers_per_env": 3,
+            "warm_max_environments": 2,
         },
         network={"nat_gateways": 2},
     )

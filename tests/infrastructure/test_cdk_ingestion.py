@@ -125,6 +125,7 @@ def test_item_gen_function(default_app, ingestion):
         "DEAD_LETTER_QUEUE_URL": {"Ref": dlq_id},
         "WARM_RUNNER": "true",
         "WARM_WORKERS_PER_ENV": "2",
+        "WARM_MAX_ENVIRONMENTS": "4",
         "POWERTOOLS_SERVICE_NAME": "item-gen",
         "POWERTOOLS_METRICS_NAMESPACE": "stactools-ingest",
         "LOG_LEVEL": "INFO",
@@ -332,7 +333,11 @@ def test_stage_settings_reach_function_environments(full_app):
     _, load = _one(template, "AWS::Lambda::Function", "ItemLoadFunction")
     gen_env = gen["Properties"]["Environment"]["Variables"]
     load_env = load["Properties"]["Environment"]["Variables"]
-    assert (gen_env["WARM_RUNNER"], gen_env["WARM_WORKERS_PER_ENV"]) == ("false", "3")
+    assert (
+        gen_env["WARM_RUNNER"],
+        gen_env["WARM_WORKERS_PER_ENV"],
+        gen_env["WARM_MAX_ENVIRONMENTS"],
+    ) == ("false", "3", "2")
     assert load_env["HREF_SCHEMES"] == "s3"
 
 
