@@ -5,6 +5,8 @@ from __future__ import annotations
 from aws_cdk import CfnOutput, Duration, RemovalPolicy, Size, Stack, Tags
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
@@ -207,6 +209,22 @@ class IngestionStack(Stack):
             iam.PolicyStatement(actions=["s3:GetObject"], resources=readable)
         )
         self._consume(self.item_load_function, self.item_load.queue, load)
+        # Partition stats that batches skipped are refreshed even when no batch comes again
+        # (item_load/maintenance.py; the event must equal its MAINTENANCE_EVENT).
+        events.Rule(
+            self,
+            "ItemLoadMaintenance",
+            schedule=events.Schedule.rate(Duration.minutes(load.maintenance_interval_minutes)),
+            targets=[
+                targets.LambdaFunction(
+                    self.item_load_function,
+                    event=events.RuleTargetInput.from_object(
+                        {"maintenance": "refresh-partition-stats"}
+                    ),
+                    retry_attempts=0,  # the next tick does the same work
+                )
+            ],
+        )
 
         for name in load.s3_event_buckets:
             bucket = s3.Bucket.from_bucket_name(self, f"EventSource-{name}", name)

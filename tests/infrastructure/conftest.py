@@ -113,6 +113,7 @@ def full_app(tmp_path_factory) -> Synthesized:
             "s3_event_buckets": ["stac-landing"],
             "readable_buckets": ["stac-archive"],
             "href_schemes": ["s3"],
+            "maintenance_interval_minutes": 10,
             "log_retention_days": 400,
         },
         item_gen={

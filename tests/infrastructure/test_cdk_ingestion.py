@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 OUTPUTS = (
@@ -349,3 +351,28 @@ def test_log_retention_from_config(default_app, full_app):
     assert retention(default_app, "ItemGenFunctionLogs") == 30
     assert retention(default_app, "ItemLoadFunctionLogs") == 30
     assert retention(full_app, "ItemLoadFunctionLogs") == 400
+
+
+def test_a_schedule_sends_item_load_its_maintenance_event(ingestion):
+    # GIVEN the default deployment: batches skip partition stats refreshes for an interval
+    from item_load.maintenance import MAINTENANCE_EVENT, is_maintenance
+
+    function_id, _ = _one(ingestion, "AWS::Lambda::Function", "ItemLoadFunction")
+    # THEN one rule invokes ItemLoad every 5 minutes with the event its handler recognises
+    _, rule = _one(ingestion, "AWS::Events::Rule", "ItemLoadMaintenance")
+    props = rule["Properties"]
+    assert props["ScheduleExpression"] == "rate(5 minutes)"
+    (target,) = props["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": [function_id, "Arn"]}
+    assert json.loads(target["Input"]) == MAINTENANCE_EVENT
+    assert is_maintenance(json.loads(target["Input"]))
+    # AND EventBridge may invoke it
+    _, permission = _one(ingestion, "AWS::Lambda::Permission", "ItemLoadMaintenanceAllowEventRule")
+    assert permission["Properties"]["Principal"] == "events.amazonaws.com"
+
+
+def test_the_maintenance_schedule_follows_config(full_app):
+    # GIVEN item_load.maintenance_interval_minutes: 10
+    _, rule = _one(full_app.templates["ingestion"], "AWS::Events::Rule", "ItemLoadMaintenance")
+    # THEN the rule runs every 10 minutes
+    assert rule["Properties"]["ScheduleExpression"] == "rate(10 minutes)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from factories import (
     MONTHLY,
+    LambdaContext,
     collection,
     failed_ids,
     item,
@@ -13,6 +14,7 @@ from factories import (
 )
 
 from item_load import handler as load_handler
+from item_load.maintenance import MAINTENANCE_EVENT
 from item_load.upsert import CollectionWriter
 
 VIEWS = ("partitions", "partition_steps")
@@ -143,3 +145,31 @@ def test_a_scheduled_call_refreshes_what_batches_skipped(pgstac, load):
         (partition,) = refresh_stale_partitions(conn, older_than=0.0)
     assert partition.startswith("_items_")
     assert _last_updated(pgstac, "quiet") > first
+
+
+def test_the_scheduled_maintenance_event_refreshes_what_batches_skipped(pgstac, load, monkeypatch):
+    # GIVEN a partition whose stats refresh a batch skipped, and no batch coming after it
+    assert failed_ids(load([sqs_record(sns_envelope(collection("quiet")))])) == set()
+    assert failed_ids(load([sqs_record(sns_envelope(item("a", "quiet")))])) == set()
+    first = _last_updated(pgstac, "quiet")
+    assert failed_ids(load([sqs_record(sns_envelope(item("b", "quiet")))])) == set()
+    assert _last_updated(pgstac, "quiet") == first
+    # WHEN the schedule invokes ItemLoad with its maintenance event, once the interval is over
+    monkeypatch.setattr(load_handler.settings, "partition_stats_interval_seconds", 0.0)
+    response = load_handler.handler(MAINTENANCE_EVENT, LambdaContext())
+    # THEN the skipped refresh ran, and the response names the partition
+    assert _last_updated(pgstac, "quiet") > first
+    (partition,) = response["refreshed_partitions"]
+    assert partition.startswith("_items_")
+
+
+def test_the_maintenance_event_before_any_batch_refreshes_nothing(pgstac, monkeypatch):
+    # GIVEN a pgstac ItemLoad has never written to (no stactools_ingest tables yet)
+    load_handler.connections.discard()
+    try:
+        # WHEN the schedule's first call comes
+        response = load_handler.handler(MAINTENANCE_EVENT, LambdaContext())
+    finally:
+        load_handler.connections.discard()
+    # THEN it succeeds with nothing to do
+    assert response == {"refreshed_partitions": []}

@@ -16,7 +16,9 @@ from ingest_common.dead_letter import DeadLetterQueue
 from ingest_common.envelope import unwrap
 from item_load.core import paused_gc
 from item_load.db import ConnectionCache
+from item_load.errors import DatabaseUnavailable
 from item_load.fetch import HrefFetcher, HrefPolicy
+from item_load.maintenance import is_maintenance, refresh_skipped_stats
 from item_load.messages import BatchReader, Document, Parsed, parse_message
 from item_load.processor import BulkLoadProcessor
 from item_load.settings import LoadSettings
@@ -67,7 +69,17 @@ def record_handler(record: SQSRecord) -> list[Document]:
 @metrics.log_metrics
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Lambda entry point for the ItemLoad queue."""
+    """Lambda entry point for the ItemLoad queue (and its maintenance schedule)."""
+    if is_maintenance(event):
+        try:
+            refreshed = refresh_skipped_stats(
+                connections.get(), settings.partition_stats_interval_seconds
+            )
+        except DatabaseUnavailable:
+            connections.discard()  # the next call starts on a fresh connection
+            raise
+        metrics.add_metric("PartitionsRefreshed", MetricUnit.Count, len(refreshed))
+        return {"refreshed_partitions": refreshed}
     started = time.perf_counter()
     with paused_gc():
         read_batch(event.get("Records") or [], context)

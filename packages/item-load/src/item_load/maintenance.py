@@ -1,0 +1,29 @@
+"""What ItemLoad does on a schedule instead of per batch: partition stats refreshes it skipped.
+
+A batch inside a partition's bounds skips pgstac's stats refresh for the interval and records the
+partition in ``stactools_ingest.stale_partitions``; the next batch of any collection runs what is
+due. When no batch comes at all, the scheduled call (``handler.MAINTENANCE_EVENT``) does.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from item_load.db import translate_errors
+from item_load.schema import ensure_schema
+from item_load.upsert import refresh_stale_partitions
+
+# What the CDK app's schedule sends ItemLoad instead of an SQS event (infrastructure/ingestion.py).
+MAINTENANCE_EVENT = {"maintenance": "refresh-partition-stats"}
+
+
+def is_maintenance(event: dict) -> bool:
+    """Whether a Lambda event is the schedule's maintenance call rather than an SQS batch."""
+    return event.get("maintenance") == MAINTENANCE_EVENT["maintenance"]
+
+
+def refresh_skipped_stats(conn: psycopg.Connection, older_than: float) -> list[str]:
+    """Refresh the partitions whose skipped refresh is ``older_than`` seconds old; their names."""
+    with translate_errors("refreshing skipped partition stats"):
+        ensure_schema(conn)  # the schedule may fire before the first batch made the tables
+        return refresh_stale_partitions(conn, older_than)
