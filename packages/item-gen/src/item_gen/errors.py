@@ -28,3 +28,11 @@ class PayloadTooLarge(PermanentError):
 
 class PublishFailed(TransientError):
     """SNS or S3 refused or failed the publish; the request is retried."""
+
+
+class EnvironmentUnavailable(TransientError):
+    """uv could not download the package environment of a request the image does not hold.
+
+    Transient: PyPI outages pass, and SQS retries the request; a deployment with no route to PyPI
+    fails the same way on every receive, so the reason says what to change.
+    """

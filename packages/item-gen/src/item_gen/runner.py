@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from item_gen.environments import unavailable, uv_environment, uvx_prefix
 from item_gen.errors import PackageFailed, RequestTimedOut
 from item_gen.models import Request
 from item_gen.processes import kill_tree
@@ -24,17 +25,6 @@ STDERR_TAIL = 2000
 
 SUBREAPER = Path(__file__).with_name("processes.py")
 """Run as a script, it runs a command and kills whatever the command left running."""
-
-
-def uvx_prefix(packages: list[str], settings: GenSettings) -> list[str]:
-    """``uvx --with … --from stactools``: the environment a request's package runs in.
-
-    stactools' CLI imports ``requests`` without depending on it, so it always comes along.
-    """
-    cmd = [settings.uvx]
-    for package in [*packages, "requests"]:
-        cmd += ["--with", package]
-    return [*cmd, "--from", settings.stactools_spec]
 
 
 def command_for(request: Request, destination: Path, settings: GenSettings) -> list[str]:
@@ -187,6 +177,7 @@ def run_once(request: Request, settings: GenSettings) -> dict:
                 stdout=output,
                 stderr=output,
                 start_new_session=True,
+                env=uv_environment(request.packages, settings),
             )
             finished = False
             try:
@@ -205,9 +196,11 @@ def run_once(request: Request, settings: GenSettings) -> dict:
                     "REQUEST_TIMEOUT_SECONDS if the package is just slow"
                 )
             if proc.returncode != 0:
+                tail = output.tail()
+                if error := unavailable(request.label, request.packages, settings, tail):
+                    raise error
                 raise PackageFailed(
-                    f"request {request.label}: `{shlex.join(cmd)}` exited {proc.returncode}: "
-                    f"{output.tail()}"
+                    f"request {request.label}: `{shlex.join(cmd)}` exited {proc.returncode}: {tail}"
                 )
         finally:
             output.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,3 +39,7 @@ class GenSettings(BaseSettings):
 
     warm_max_environments: int = 4
     """Warm workers are kept for this many package environments; the least recently used goes."""
+
+    prebaked_manifest: Path | None = None
+    """The image's list of prebaked environments (``item_gen.prebake``); a request whose
+    environment it lists runs with ``UV_OFFLINE=1``. Set by the image; unset, none is prebaked."""

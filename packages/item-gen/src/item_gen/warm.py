@@ -42,6 +42,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from item_gen.core import Runner
+from item_gen.environments import unavailable, uv_environment, uvx_prefix
 from item_gen.errors import PackageFailed, RequestTimedOut
 from item_gen.models import Request
 from item_gen.processes import kill_tree
@@ -52,7 +53,6 @@ from item_gen.runner import (
     destination_in,
     read_output,
     run_once,
-    uvx_prefix,
 )
 from item_gen.settings import GenSettings
 
@@ -77,7 +77,7 @@ class _TimedOut(Exception):
 class _Worker:
     """One worker process: ``uvx … python _worker.py`` in its own session, stderr to a file."""
 
-    def __init__(self, cmd: list[str], deadline: float) -> None:
+    def __init__(self, cmd: list[str], deadline: float, env: dict[str, str] | None) -> None:
         self.cmd = cmd
         self.served = 0
         # stderr goes to a file: nothing can block on a full pipe, and after a crash the runner
@@ -92,6 +92,7 @@ class _Worker:
                 stdout=subprocess.PIPE,
                 stderr=self._log,
                 start_new_session=True,
+                env=env,
             )
         except OSError as e:  # uvx itself is missing or not executable
             self._log.close()
@@ -183,8 +184,9 @@ class _Worker:
 class _Pool:
     """Up to ``size`` workers for one environment; each is lent to one thread at a time."""
 
-    def __init__(self, cmd: list[str], size: int) -> None:
+    def __init__(self, cmd: list[str], size: int, env: dict[str, str] | None) -> None:
         self.cmd = cmd
+        self.env = env
         self._slots = threading.BoundedSemaphore(size)
         self._idle: list[_Worker] = []
         self._live: set[_Worker] = set()
@@ -206,7 +208,7 @@ class _Pool:
                     return worker
                 self._live.discard(worker)
                 worker.close()
-        worker = _Worker(self.cmd, deadline)
+        worker = _Worker(self.cmd, deadline, self.env)
         with self._lock:
             self._live.add(worker)
         return worker
@@ -285,6 +287,8 @@ class WarmRunner:
             except _TimedOut:
                 raise timed_out from None
             except _WorkerDied as died:
+                if error := unavailable(request.label, request.packages, settings, died.stderr):
+                    raise error from None
                 raise PackageFailed(
                     f"request {request.label}: `{shlex.join(cmd)}` could not run: its warm "
                     f"worker `{shlex.join(pool.cmd)}` exited {died.status} before it was "
@@ -325,7 +329,8 @@ class WarmRunner:
             if pool is None:
                 packages = list(key[2])
                 cmd = [*uvx_prefix(packages, settings), "python", str(self._script)]
-                pool = self._pools[key] = _Pool(cmd, max(1, settings.warm_workers_per_env))
+                env = uv_environment(packages, settings)
+                pool = self._pools[key] = _Pool(cmd, max(1, settings.warm_workers_per_env), env)
             self._pools.move_to_end(key)
             while len(self._pools) > max(1, settings.warm_max_environments):
                 evicted.append(self._pools.popitem(last=False)[1])

@@ -1,0 +1,71 @@
+"""The image build and the runtime name a package environment the same way."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from geotiffs import GLAD_EXTRAS, GLAD_PACKAGE, glad_item_request
+
+from item_gen import environments
+from item_gen.environments import environment_key, is_prebaked, uv_environment, uvx_prefix
+from item_gen.models import parse_request
+from item_gen.prebake import PrebakedPackage, parse_packages, prebake_command
+from item_gen.runner import command_for
+from item_gen.settings import GenSettings
+
+
+def test_the_build_bakes_the_environment_requests_ask_for(tmp_path):
+    settings = GenSettings()
+    request = parse_request(glad_item_request(tmp_path / "t.tif", tmp_path))
+    entry = PrebakedPackage(package=GLAD_PACKAGE, extra_packages=GLAD_EXTRAS)
+
+    run_time = command_for(request, tmp_path / "item.json", settings)
+    build_time = prebake_command(entry, settings)
+
+    assert build_time[: build_time.index("stac")] == run_time[: run_time.index("stac")]
+    assert build_time[: build_time.index("stac")] == uvx_prefix(request.packages, settings)
+
+
+def test_an_environment_is_the_same_whatever_the_order_of_its_packages():
+    settings = GenSettings()
+    assert environment_key(["b", "a", "requests"], settings) == environment_key(
+        ["a", "b"], settings
+    )
+    assert environment_key(["a"], settings) != environment_key(["a", "b"], settings)
+
+
+@pytest.fixture
+def manifest(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setattr(environments, "_manifests", {})
+    path = tmp_path / "manifest.json"
+    key = environment_key([GLAD_PACKAGE, *GLAD_EXTRAS], GenSettings())
+    path.write_text(json.dumps({"environments": [{"key": key}]}))
+    return path
+
+
+def test_only_a_prebaked_environment_runs_offline(manifest):
+    settings = GenSettings(prebaked_manifest=manifest)
+
+    assert is_prebaked([*reversed(GLAD_EXTRAS), GLAD_PACKAGE], settings)
+    assert uv_environment([GLAD_PACKAGE, *GLAD_EXTRAS], settings)["UV_OFFLINE"] == "1"
+    assert uv_environment([GLAD_PACKAGE], settings) is None  # without affine<3: another one
+    other_stactools = GenSettings(prebaked_manifest=manifest, stactools_spec="stactools==0.5.2")
+    assert uv_environment([GLAD_PACKAGE, *GLAD_EXTRAS], other_stactools) is None
+
+
+def test_an_image_without_a_manifest_prebakes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(environments, "_manifests", {})
+    settings = GenSettings(prebaked_manifest=tmp_path / "absent.json")
+    assert uv_environment([GLAD_PACKAGE, *GLAD_EXTRAS], settings) is None
+
+
+def test_prebaked_packages_are_names_or_packages_with_extras():
+    entries = parse_packages(
+        json.dumps(["stactools-landsat", {"package": GLAD_PACKAGE, "extra_packages": GLAD_EXTRAS}])
+    )
+    assert [e.packages for e in entries] == [["stactools-landsat"], [GLAD_PACKAGE, *GLAD_EXTRAS]]
+    assert parse_packages("") == []
+    with pytest.raises(ValueError, match="is not a package requirement"):
+        parse_packages(json.dumps([{"package": "x", "extra_packages": ["$(reboot)"]}]))
