@@ -26,6 +26,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from item_gen.prebake import PrebakedPackage
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_PATH_ENV = "STACTOOLS_INGEST_CONFIG"
 DEFAULT_CONFIG_PATH = REPO_ROOT / "config.yml"
@@ -228,7 +230,8 @@ class ItemGenConfig(_StageConfig):
     max_batching_window_seconds: int = Field(0, ge=0)
     max_concurrency: int | None = Field(50, ge=2, le=1000)
     ephemeral_storage_mb: int = Field(4096, ge=512, le=10_240)
-    prebaked_packages: list[str] = Field(default_factory=list)
+    # Package environments built into the image: a package, or {package, extra_packages}.
+    prebaked_packages: list[PrebakedPackage] = Field(default_factory=list)
     # Buckets a request's create-item arguments may name (s3://bucket/...): read and list only.
     readable_buckets: list[str] = Field(default_factory=list)
     warm_runner: bool = True
@@ -240,13 +243,12 @@ class ItemGenConfig(_StageConfig):
     def _gen_bucket_names(cls, values: list[str]) -> list[str]:
         return _bucket_names(values)
 
-    @field_validator("prebaked_packages")
+    @field_validator("prebaked_packages", mode="before")
     @classmethod
-    def _package_names(cls, values: list[str]) -> list[str]:
-        for value in values:
-            # A requirement specifier, never shell syntax: it becomes a Docker build argument.
-            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._\-\[\],<>=!~]*", value):
-                raise ValueError(f"prebaked package {value!r} is not a package requirement")
+    def _package_entries(cls, values: object) -> object:
+        # A bare name is the common case: an environment of that package alone.
+        if isinstance(values, list):
+            return [{"package": v} if isinstance(v, str) else v for v in values]
         return values
 
     @model_validator(mode="after")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from aws_cdk import CfnOutput, Duration, RemovalPolicy, Size, Stack, Tags
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
@@ -131,7 +133,9 @@ class IngestionStack(Stack):
         item_gen_code = item_gen_code or stage_image(
             "infrastructure/item_gen.Dockerfile",
             config.architecture,
-            build_args={"PREBAKED_PACKAGES": " ".join(gen.prebaked_packages)},
+            build_args={
+                "PREBAKED_PACKAGES": json.dumps([p.model_dump() for p in gen.prebaked_packages])
+            },
         )
         self.item_gen_function = self._function(
             "ItemGenFunction",

@@ -1,9 +1,9 @@
 # ItemGen Lambda image. Build context: the repository root (see infrastructure/assets.py).
-#   docker build -f infrastructure/item_gen.Dockerfile --build-arg PREBAKED_PACKAGES="stactools-landsat" .
-# ItemGen runs `uvx --from stactools --with <package> stac <group> create-item ...` per request,
-# so the image carries uv. Packages named in PREBAKED_PACKAGES (config: item_gen.prebaked_packages)
-# are resolved and installed into a uv cache at build time; any other package still works, it is
-# downloaded at run time.
+#   docker build -f infrastructure/item_gen.Dockerfile \
+#     --build-arg PREBAKED_PACKAGES='["stactools-landsat"]' .
+# ItemGen runs `uvx --with <package> … --from stactools stac <group> create-item ...` per request,
+# so the image carries uv. Environments named in PREBAKED_PACKAGES are built into the image and
+# used offline; any other package still works, it is downloaded at run time.
 ARG PYTHON_VERSION=3.11
 
 FROM public.ecr.aws/lambda/python:${PYTHON_VERSION} AS requirements
@@ -26,26 +26,20 @@ RUN pip install --no-cache-dir --no-deps --target "${LAMBDA_TASK_ROOT}" \
         /tmp/src/ingest-common /tmp/src/item-gen \
     && rm -rf /tmp/src
 
-# Prebaking. Only /tmp is writable in Lambda, and uv must be able to write (lock) its cache, so
-# a read-only cache in the image cannot be used in place. Instead the cache is built here at the
-# very path it will have at run time (/tmp/uv-cache, so the cached environments' absolute paths
-# stay valid), moved to the read-only /opt/stactools-envs, and copied back into the empty /tmp
-# by infrastructure/item_gen_entrypoint.sh when a container starts. A warm container keeps it; a
-# cold one pays a local disk copy instead of a download from PyPI. UV_LINK_MODE=copy makes the
-# cached environments self-contained, so the copy needs no hard links across file systems.
+# Prebaking. PREBAKED_PACKAGES (config: item_gen.prebaked_packages) is a JSON list of packages
+# or {"package": …, "extra_packages": […]} objects. item_gen.prebake builds each environment
+# with the very `uvx_prefix` requests use, so the two cannot drift, and writes a manifest: a
+# request whose environment it lists runs with UV_OFFLINE=1 (no PyPI, no resolution round trip).
+# The cache is built at its run-time path, /tmp/uv-cache, and moved to the read-only
+# /opt/stactools-envs; item_gen_entrypoint.sh restores it into Lambda's empty /tmp when a container
+# starts: the small index and lock files are copied, the environments are linked, not copied.
+# UV_LINK_MODE=copy makes each environment self-contained, UV_COMPILE_BYTECODE=1 compiles it
+# now, since at run time it is read-only and Python could not cache its bytecode.
 ARG PREBAKED_PACKAGES=""
 ENV UV_LINK_MODE=copy
-RUN set -e; \
-    mkdir -p /opt/stactools-envs; \
-    if [ -n "${PREBAKED_PACKAGES}" ]; then \
-        for package in ${PREBAKED_PACKAGES}; do \
-            UV_CACHE_DIR=/tmp/uv-cache UV_TOOL_DIR=/tmp/uv-tools HOME=/tmp \
-                uvx --from stactools --with "${package}" stac --help > /dev/null; \
-        done; \
-        mv /tmp/uv-cache /opt/stactools-envs/uv-cache; \
-        rm -rf /tmp/uv-tools; \
-    fi; \
-    echo "${PREBAKED_PACKAGES}" > /opt/stactools-envs/PACKAGES
+RUN UV_CACHE_DIR=/tmp/uv-cache UV_TOOL_DIR=/tmp/uv-tools UV_COMPILE_BYTECODE=1 HOME=/tmp \
+        PYTHONPATH="${LAMBDA_TASK_ROOT}" python -m item_gen.prebake /opt/stactools-envs \
+    && rm -rf /tmp/uv-tools /tmp/uv-cache
 
 COPY infrastructure/item_gen_entrypoint.sh /opt/stactools-envs/entrypoint.sh
 RUN chmod 0555 /opt/stactools-envs/entrypoint.sh
@@ -53,7 +47,8 @@ RUN chmod 0555 /opt/stactools-envs/entrypoint.sh
 # Run-time uv locations: all under the writable /tmp.
 ENV UV_CACHE_DIR=/tmp/uv-cache \
     UV_TOOL_DIR=/tmp/uv-tools \
-    HOME=/tmp
+    HOME=/tmp \
+    PREBAKED_MANIFEST=/opt/stactools-envs/manifest.json
 
 ENTRYPOINT ["/opt/stactools-envs/entrypoint.sh"]
 CMD ["item_gen.handler.handler"]

@@ -117,7 +117,10 @@ def full_app(tmp_path_factory) -> Synthesized:
             "log_retention_days": 400,
         },
         item_gen={
-            "prebaked_packages": ["stactools-landsat"],
+            "prebaked_packages": [
+                "stactools-landsat",
+                {"package": "stactools-glad-glclu2020==0.1.1", "extra_packages": ["affine<3"]},
+            ],
             "readable_buckets": ["my-bucket"],
             "warm_runner": False,
             "warm_workers_per_env": 3,

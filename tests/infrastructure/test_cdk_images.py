@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from item_gen.prebake import MANIFEST_NAME, PrebakedPackage, parse_packages
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -22,13 +24,17 @@ def test_dockerfile_installs_from_the_lock(stage, package):
     assert f'CMD ["{stage}.handler.handler"]' in dockerfile
 
 
-def test_item_gen_image_carries_uv_and_prebaked_packages():
+def test_item_gen_image_prebakes_through_item_gen_and_points_the_runtime_at_its_manifest():
+    # What the build and the restore do is run in a sandbox by tests/images; these are the
+    # paths that tie the Dockerfile to them.
     dockerfile = (REPO_ROOT / "infrastructure" / "item_gen.Dockerfile").read_text()
     assert 'ARG PREBAKED_PACKAGES=""' in dockerfile
-    assert "uvx --from stactools --with" in dockerfile
+    assert "python -m item_gen.prebake /opt/stactools-envs" in dockerfile
+    assert f"PREBAKED_MANIFEST=/opt/stactools-envs/{MANIFEST_NAME}" in dockerfile
     assert "UV_CACHE_DIR=/tmp/uv-cache" in dockerfile
-    entrypoint = (REPO_ROOT / "infrastructure" / "item_gen_entrypoint.sh").read_text()
-    assert "exec /lambda-entrypoint.sh" in entrypoint
+    assert "COPY infrastructure/item_gen_entrypoint.sh /opt/stactools-envs/entrypoint.sh" in (
+        dockerfile
+    )
 
 
 def _image_assets(synthesized) -> dict:
@@ -44,9 +50,11 @@ def test_image_assets_have_a_small_build_context(full_app):
     assert {"infrastructure/item_gen.Dockerfile", "infrastructure/item_load.Dockerfile"} <= set(
         assets
     )
-    assert assets["infrastructure/item_gen.Dockerfile"]["dockerBuildArgs"] == {
-        "PREBAKED_PACKAGES": "stactools-landsat"
-    }
+    build_args = assets["infrastructure/item_gen.Dockerfile"]["dockerBuildArgs"]
+    assert parse_packages(build_args["PREBAKED_PACKAGES"]) == [
+        PrebakedPackage(package="stactools-landsat"),
+        PrebakedPackage(package="stactools-glad-glclu2020==0.1.1", extra_packages=("affine<3",)),
+    ]
     for dockerfile in ("infrastructure/item_gen.Dockerfile", "infrastructure/item_load.Dockerfile"):
         context = full_app.outdir / assets[dockerfile]["directory"]
         files = [p.relative_to(context) for p in context.rglob("*") if p.is_file()]
