@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,8 @@ LAMBDA_ENV = {
     "LANG": "C.UTF-8",
 }
 """What the ItemGen image sets (infrastructure/item_gen.Dockerfile) and Lambda provides."""
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 _HOST_ONLY = {"tmp", "proc", "dev", "sys", "old_root", "lost+found"}
 
@@ -79,6 +82,13 @@ def _mirror(directory: Path, holes: list[Path]) -> list[str]:
     return args
 
 
+def _code_under_tmp() -> list[Path]:
+    """The repository, the venv and the interpreter, where they are under /tmp."""
+    paths = {REPO_ROOT, Path(sys.prefix), Path(os.path.realpath(sys.executable)).parents[1]}
+    tmp = Path("/tmp")
+    return sorted(p for p in paths if tmp in p.parents)
+
+
 def sandbox(
     cmd: list[str],
     binds: dict[str, Path],
@@ -94,15 +104,20 @@ def sandbox(
     for inside, outside in binds.items():
         args += ["--ro-bind", str(outside), inside]
     args += ["--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--chdir", "/tmp"]
+    # The code under test may live in this machine's /tmp (a clone there, its venv): it stays
+    # visible, read-only, inside the sandbox's own empty /tmp.
+    for path in _code_under_tmp():
+        args += ["--ro-bind", str(path), str(path)]
     if not network:
         args.append("--unshare-net")
-    args += ["--remount-ro", "/"]
+    # Lambda runs the function as an unprivileged user: no capability to remount, bypass file
+    # permissions or change ownership, even when the tests run as root.
+    args += ["--remount-ro", "/", "--cap-drop", "ALL"]
     return subprocess.run(
         [*args, *cmd], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 IMAGE_DIR = "/opt/stactools-envs"
 """Where the ItemGen image keeps its prebaked environments and its entry point."""
 
@@ -189,7 +204,8 @@ def start_container(
     """A cold ItemGen container: the image's entry point (restore), then the stand-in Lambda
     runtime calling the handler with each event in turn."""
     runtime = workdir / "lambda-entrypoint.sh"
-    runtime.write_text(f'#!/bin/sh\nexec {sys.executable} {RUNTIME} "$@"\n')
+    python, script = shlex.quote(sys.executable), shlex.quote(str(RUNTIME))
+    runtime.write_text(f'#!/bin/sh\nexec {python} {script} "$@"\n')
     runtime.chmod(0o755)
     return invoke(
         [f"{IMAGE_DIR}/entrypoint.sh", "item_gen.handler.handler"],

@@ -33,10 +33,19 @@ def tiles(tmp_path_factory) -> Path:
     return root
 
 
-def invoke(prebaked: Path, tiles: Path, tmp_path: Path, requests: list[dict], **env: str) -> dict:
+def invoke(
+    prebaked: Path,
+    tiles: Path,
+    tmp_path: Path,
+    requests: list[dict],
+    network: bool = False,
+    **env: str,
+) -> dict:
     """One cold container, one SQS batch of ``requests``."""
     event = {"Records": [sqs_record(sns_envelope(r), message_id=r["request_id"]) for r in requests]}
-    result = start_container(prebaked, [event], tmp_path, binds={"/data": tiles}, **env)
+    result = start_container(
+        prebaked, [event], tmp_path, binds={"/data": tiles}, network=network, **env
+    )
     return {**result, "response": result["responses"][0]}
 
 
@@ -82,3 +91,15 @@ def test_a_package_that_is_not_prebaked_fails_with_what_to_do(prebaked, tiles, t
     )
     assert "is not prebaked in this image and uv could not download it" in reason
     assert "item_gen.prebaked_packages" in reason and "network.nat_gateways" in reason
+
+
+def test_a_package_that_is_not_prebaked_is_downloaded_when_there_is_a_network(
+    prebaked, tiles, tmp_path
+):
+    # Not the prebaked environment (one more package), but mostly made of the same wheels:
+    # installing it must not trip over the prebaked cache the image holds read-only.
+    request = {**glad_request("other"), "extra_packages": ["affine<3", "tomli"]}
+    result = invoke(prebaked, tiles, tmp_path, [request], network=True, WARM_RUNNER="false")
+
+    assert result["response"] == {"batchItemFailures": []}, result["logs"][-3000:]
+    assert [doc["id"] for doc in result["published"]] == ["2020_50N_010E"]

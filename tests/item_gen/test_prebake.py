@@ -10,9 +10,10 @@ from geotiffs import GLAD_EXTRAS, GLAD_PACKAGE, glad_item_request
 
 from item_gen import environments
 from item_gen.environments import environment_key, is_prebaked, uv_environment, uvx_prefix
+from item_gen.errors import EnvironmentUnavailable, PackageFailed
 from item_gen.models import parse_request
 from item_gen.prebake import PrebakedPackage, parse_packages, prebake_command
-from item_gen.runner import command_for
+from item_gen.runner import command_for, run_once
 from item_gen.settings import GenSettings
 
 
@@ -69,3 +70,48 @@ def test_prebaked_packages_are_names_or_packages_with_extras():
     assert parse_packages("") == []
     with pytest.raises(ValueError, match="is not a package requirement"):
         parse_packages(json.dumps([{"package": "x", "extra_packages": ["$(reboot)"]}]))
+
+
+def test_spelling_of_a_requirement_does_not_make_another_environment(manifest):
+    settings = GenSettings(prebaked_manifest=manifest)
+    assert is_prebaked([GLAD_PACKAGE.upper(), "Affine < 3"], settings)
+    assert is_prebaked([GLAD_PACKAGE.replace("-", "_"), "affine<3"], settings)
+
+
+def test_a_corrupt_manifest_names_itself(tmp_path, monkeypatch):
+    monkeypatch.setattr(environments, "_manifests", {})
+    path = tmp_path / "manifest.json"
+    path.write_text('{"environments": [{"key": ["stac')
+    with pytest.raises(RuntimeError, match=r"manifest\.json \(PREBAKED_MANIFEST\) is unreadable"):
+        uv_environment([GLAD_PACKAGE], GenSettings(prebaked_manifest=path))
+
+
+def fake_uvx(tmp_path: Path, stderr: str, status: int) -> str:
+    script = tmp_path / "uvx"
+    script.write_text(f"#!/bin/sh\ncat >&2 <<'END'\n{stderr}\nEND\nexit {status}\n")
+    script.chmod(0o755)
+    return str(script)
+
+
+UV_DNS_FAILURE = """error: Request failed after 3 retries in 6.3s
+  cause: Failed to fetch: https://pypi.org/simple/stactools/
+  cause: dns error"""
+
+
+def test_a_download_uv_could_not_make_is_transient_and_says_what_to_do(tmp_path):
+    settings = GenSettings(uvx=fake_uvx(tmp_path, UV_DNS_FAILURE, 2))
+    request = parse_request(glad_item_request(tmp_path / "t.tif", tmp_path, request_id="r"))
+
+    with pytest.raises(EnvironmentUnavailable, match="is not prebaked in this image") as error:
+        run_once(request, settings)
+    assert "item_gen.prebaked_packages" in str(error.value)
+    assert "cause: Failed to fetch: https://pypi.org/simple/stactools/" in str(error.value)
+
+
+def test_a_package_printing_a_fetch_error_is_its_own_failure(tmp_path):
+    traceback = "Traceback …\nRuntimeError: Failed to fetch: https://example.com/tile.tif (404)"
+    settings = GenSettings(uvx=fake_uvx(tmp_path, traceback, 1))
+    request = parse_request(glad_item_request(tmp_path / "t.tif", tmp_path, request_id="r"))
+
+    with pytest.raises(PackageFailed, match=r"Failed to fetch: https://example\.com"):
+        run_once(request, settings)

@@ -197,7 +197,9 @@ def run_once(request: Request, settings: GenSettings) -> dict:
                 )
             if proc.returncode != 0:
                 tail = output.tail()
-                if error := unavailable(request.label, request.packages, settings, tail):
+                if error := unavailable(
+                    request.label, request.packages, settings, proc.returncode, tail
+                ):
                     raise error
                 raise PackageFailed(
                     f"request {request.label}: `{shlex.join(cmd)}` exited {proc.returncode}: {tail}"

@@ -287,7 +287,9 @@ class WarmRunner:
             except _TimedOut:
                 raise timed_out from None
             except _WorkerDied as died:
-                if error := unavailable(request.label, request.packages, settings, died.stderr):
+                if error := unavailable(
+                    request.label, request.packages, settings, died.status, died.stderr
+                ):
                     raise error from None
                 raise PackageFailed(
                     f"request {request.label}: `{shlex.join(cmd)}` could not run: its warm "
