@@ -8,6 +8,7 @@ import time
 import pytest
 from factories import collection, item
 
+from item_load.core import BatchLoader
 from stactools_ingest.inputs import InputRecord, read_inputs
 from stactools_ingest.pipeline import LocalPipeline
 from stactools_ingest.queue import LOAD, LocalQueues
@@ -129,3 +130,28 @@ def test_a_file_grown_after_a_killed_run_is_read_again_from_its_new_stamp(pgstac
     # THEN the lines queued before are read from the grown file, and everything loads
     assert (summary.documents, summary.succeeded, summary.failed) == (3, 3, 0)
     assert pgstac.item_ids("g") == ["g1", "g2"]
+
+
+def test_items_read_after_their_collection_wait_for_it_without_a_failed_try(
+    pgstac, tmp_path, monkeypatch
+):
+    # GIVEN a file with a collection, then more items than one batch
+    path = tmp_path / "items.ndjson"
+    docs = [collection("w")] + [item(f"w{n:03d}", "w") for n in range(250)]
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    pipeline = LocalPipeline(pgstac.dsn, gen_workers=0, batch_size=100)
+    reasons: list[str] = []
+    real_load = BatchLoader.load
+
+    def load(self, docs):  # the real load, and what it refused
+        outcome = real_load(self, docs)
+        reasons.extend(f.reason for f in outcome.failures.values())
+        return outcome
+
+    monkeypatch.setattr(BatchLoader, "load", load)
+    # WHEN it runs (items are loaded straight from the file once the collection is in)
+    summary = pipeline.run(records=read_inputs([str(path)]))
+    # THEN no item was tried before its collection had landed
+    assert reasons == []
+    assert (summary.succeeded, summary.failed) == (251, 0)
+    assert len(pgstac.item_ids("w")) == 250

@@ -102,9 +102,14 @@ def read_inputs(paths: list[str]) -> Iterator[InputRecord | InputProblem]:
             whole = orjson.loads(data)
         except orjson.JSONDecodeError as e:
             where = (str(Path(path).absolute()), stamp)
-            lines = list(_ndjson(name, _lines_with_offsets(data), where))
-            if any(isinstance(r, InputRecord) and isinstance(r.obj, dict) and r.obj for r in lines):
-                yield from lines
+            lines = _ndjson(name, _lines_with_offsets(data), where)
+            held: list[InputRecord | InputProblem] = []
+            for record in lines:  # streamed once a line holds an object: loading starts early
+                held.append(record)
+                if isinstance(record, InputRecord) and isinstance(record.obj, dict) and record.obj:
+                    yield from held
+                    yield from lines
+                    break
             else:
                 yield InputProblem(f"{name}:{e.lineno}:{e.colno}", f"not valid JSON: {e.msg}")
             continue

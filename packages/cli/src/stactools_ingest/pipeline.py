@@ -10,8 +10,9 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -118,8 +119,40 @@ class Enqueued:
                 self.load_ids.append(mid)
 
 
+def _prepared(
+    records: Iterable[InputRecord | InputProblem],
+) -> Iterator[tuple[InputRecord | InputProblem, tuple[str, int] | InputProblem, str]]:
+    """Each input with its queue and priority (or why it cannot be used) and its id."""
+    for record in records:
+        if isinstance(record, InputProblem):
+            yield record, record, ""
+            continue
+        kind = classify(record)
+        yield record, kind, "" if isinstance(kind, InputProblem) else message_id(record.obj)
+
+
+@dataclass(slots=True)
+class DirectRecord:
+    """A prebuilt item loaded straight from the input; what ``_load_isolated`` reads of a
+    ``Message``."""
+
+    id: str
+    created_at: datetime
+    body: Any
+    source: str
+
+
 class LocalPipeline:
-    """Enqueue inputs, then run the workers until both queues are drained."""
+    """Enqueue inputs, then run the workers until both queues are drained.
+
+    Within ``run``, prebuilt items read from a file skip the queue: the reading thread loads
+    them in batches straight from the input, and records them as done in the same transaction
+    (so a rerun or a resumed run skips them, and the summary counts them). Only what that load
+    does not land is queued, by reference, for the load worker to retry or dead-letter with the
+    usual verdicts; and while a collection is still pending, items are queued too, so they never
+    race it into pgstac. Queueing every item cost more than loading it (a receive, a lease, an
+    ack and a second parse per item).
+    """
 
     def __init__(
         self,
@@ -154,6 +187,8 @@ class LocalPipeline:
         )
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
+        self._load_direct = False
+        """Set by ``run`` while its workers run: without them nothing would load queued items."""
 
     def queues(self) -> LocalQueues:
         """A queue handle on its own connection (one per thread)."""
@@ -180,6 +215,7 @@ class LocalPipeline:
         out = out if out is not None else Enqueued()
         session = self.session()
         rows: list[tuple[str, str, Any, str | None, int]] = []
+        direct: list[tuple[str, InputRecord]] = []
         seen: set[tuple[str, str]] = set()
         # already counted (queued before this run started): sent again, not counted twice
         counted = {(GEN, i) for i in out.gen_ids} | {(LOAD, i) for i in out.load_ids}
@@ -190,32 +226,81 @@ class LocalPipeline:
                 out.new += session.call(lambda q: q.send_many(batch))
                 rows.clear()
 
-        for record in records:
+        def load_direct() -> None:
+            if direct:
+                flush()  # a collection read before these items must be pending, visibly
+                batch = list(direct)
+                direct.clear()
+                rows.extend(self._load_from_input(session, batch))
+                if len(rows) >= chunk:
+                    flush()
+
+        for record, kind, mid in _prepared(records):
             if self._stop.is_set():
                 break
-            kind = record if isinstance(record, InputProblem) else classify(record)
             if isinstance(kind, InputProblem):
                 out.problems.append(kind)
                 if on_problem:
                     on_problem(kind)
                 continue
             queue, priority = kind
-            mid = message_id(record.obj)
             if (queue, mid) in seen:  # the same object twice in the input is one message
                 continue
             seen.add((queue, mid))
             if (queue, mid) not in counted:
                 (out.gen_ids if queue == GEN else out.load_ids).append(mid)
             if queue == LOAD and priority == 1 and record.span is not None:
+                if self._load_direct:
+                    direct.append((mid, record))
+                    if len(direct) >= self.batch_size:
+                        load_direct()
+                    continue
                 # a prebuilt item: the queue keeps where it is, the load reads it from there
                 rows.append((queue, mid, None, record.source, priority, record.span))
             else:
                 rows.append((queue, mid, record.obj, record.source, priority))
             if len(rows) >= chunk:
                 flush()
+        flush()  # collections first: a direct load waits for none of them
+        load_direct()
         flush()
         session.close()
         return out
+
+    def _load_from_input(
+        self, session: Session, batch: list[tuple[str, InputRecord]]
+    ) -> list[tuple]:
+        """Load prebuilt items straight from the input; the queue rows for those not loaded.
+
+        One transaction claims the items' ids as done, loads them, and queues by reference
+        those whose load failed (for the load worker to retry or dead-letter with the usual
+        verdicts). Ids the queue already has (a resumed run, a repeated file) are left to it.
+        While a collection is pending nothing is loaded: the batch is returned to be queued.
+        """
+
+        def as_queued(pairs: list[tuple[str, InputRecord]]) -> list[tuple]:
+            return [(LOAD, mid, None, r.source, 1, r.span) for mid, r in pairs]
+
+        def attempt(q: LocalQueues) -> LoadTally | None:
+            if q.collections_pending():
+                return None
+            with q.conn.transaction():
+                claimed = q.claim_done(LOAD, [(mid, r.source) for mid, r in batch])
+                todo = [(mid, r) for mid, r in batch if mid in claimed]
+                now = datetime.now(UTC)
+                records = [DirectRecord(mid, now, r.obj, r.source) for mid, r in todo]
+                tally = self._load_isolated(q.conn, records, {m.id: [m.body] for m in records})
+                failed = [(mid, r) for mid, r in todo if mid in tally.failures]
+                if failed:
+                    q.unclaim(LOAD, [mid for mid, _ in failed])
+                    q.send_many(as_queued(failed))
+            return tally
+
+        tally = session.call(attempt)
+        if tally is None:
+            return as_queued(batch)
+        self.counters.add(items_loaded=tally.items)
+        return []
 
     # -- workers -----------------------------------------------------------------------------
 
@@ -358,7 +443,10 @@ class LocalPipeline:
         return loader
 
     def _load_isolated(
-        self, conn: psycopg.Connection, messages: list[Message], bodies: dict[str, list[dict]]
+        self,
+        conn: psycopg.Connection,
+        messages: Sequence[Message | DirectRecord],
+        bodies: dict[str, list[dict]],
     ) -> LoadTally:
         """BatchLoader.load on these messages' documents, in a savepoint.
 
@@ -435,7 +523,13 @@ class LocalPipeline:
             t.start()
         try:
             if records is not None:
-                self.enqueue(records, out=enqueued, on_problem=on_problem)
+                self._load_direct = True
+                try:
+                    # Parsed inputs are acyclic; the cyclic collector would walk them all.
+                    with paused_gc():
+                        self.enqueue(records, out=enqueued, on_problem=on_problem)
+                finally:
+                    self._load_direct = False
             while not self._stop.is_set():
                 pending = monitor.call(lambda q: q.pending())
                 if on_tick:

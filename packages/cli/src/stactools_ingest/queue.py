@@ -71,6 +71,13 @@ CREATE INDEX IF NOT EXISTS messages_ready_order
     ON stactools_ingest.messages (queue, priority, created_at) WHERE state = 'ready';
 """
 
+COLLECTIONS_PENDING = """
+    SELECT 1 FROM stactools_ingest.messages p
+    JOIN stactools_ingest.message_bodies pb USING (queue, id)
+    WHERE p.priority = 0 AND p.state = 'ready'
+"""
+"""Any collection (or collection request) not yet loaded: items wait for it."""
+
 # Expired last receives are looked for at most this often per handle and queue: idle workers
 # polling every fraction of a second would otherwise scan the queue for them on every poll.
 EXPIRE_EVERY_SECONDS = 5.0
@@ -270,6 +277,35 @@ class LocalQueues:
             )
             return added
 
+    def collections_pending(self) -> bool:
+        """Whether a collection or collection request is still to be loaded."""
+        return self._sql(f"SELECT EXISTS ({COLLECTIONS_PENDING})").fetchone()[0]
+
+    def claim_done(self, queue: str, messages: Sequence[tuple[str, str | None]]) -> set[str]:
+        """Record ``(id, source)`` messages as done without queueing them (loaded straight from
+        the input, in the caller's transaction); returns the ids that were new. Queueing them
+        again is then a no-op, and the run's summary counts them."""
+        rows = self._sql(
+            """
+            INSERT INTO stactools_ingest.messages (queue, id, source, state)
+            SELECT %s, id, source, 'done' FROM unnest(%s::text[], %s::text[]) AS t(id, source)
+            ON CONFLICT (queue, id) DO NOTHING
+            RETURNING id
+            """,
+            (queue, [mid for mid, _ in messages], [src for _, src in messages]),
+        ).fetchall()
+        return {mid for (mid,) in rows}
+
+    def unclaim(self, queue: str, ids: Sequence[str]) -> None:
+        """Undo ``claim_done`` for messages that were not loaded after all."""
+        self._sql(
+            """
+            DELETE FROM stactools_ingest.messages
+            WHERE queue = %s AND id = ANY(%s) AND state = 'done'
+            """,
+            (queue, list(ids)),
+        )
+
     def release_orphans(self) -> int:
         """Make messages leased by dead processes on this host visible again right away."""
         host = socket.gethostname()
@@ -302,10 +338,7 @@ class LocalQueues:
         collection request) is still pending, so items never race their collection into pgstac.
         """
         gate = (
-            """AND (priority = 0 OR NOT EXISTS (
-                    SELECT 1 FROM stactools_ingest.messages p
-                    JOIN stactools_ingest.message_bodies pb USING (queue, id)
-                    WHERE p.priority = 0 AND p.state = 'ready'))"""
+            f"AND (priority = 0 OR NOT EXISTS ({COLLECTIONS_PENDING}))"
             if block_items_on_collections
             else ""
         )
