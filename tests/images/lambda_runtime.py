@@ -14,22 +14,14 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
-
-
-@dataclass
-class Context:
-    function_name: str = "sandbox"
-    memory_limit_in_mb: int = 2048
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:sandbox"
-    aws_request_id: str = "sandbox"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 600_000
+from pathlib import Path
 
 
 def main() -> None:
     from moto import mock_aws
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for factories
+    from factories import LambdaContext
 
     started = float(os.environ.get("SANDBOX_STARTED", "nan"))
     ready = time.time()
@@ -54,7 +46,7 @@ def main() -> None:
         responses, seconds = [], []
         for event in events:
             began = time.perf_counter()
-            responses.append(handler(event, Context()))
+            responses.append(handler(event, LambdaContext()))
             seconds.append(time.perf_counter() - began)
         published = []
         while batch := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10).get("Messages"):
