@@ -10,7 +10,7 @@ from factories import collection, item
 
 from item_load.core import BatchLoader
 from stactools_ingest.inputs import InputRecord, read_inputs
-from stactools_ingest.pipeline import LocalPipeline
+from stactools_ingest.pipeline import DIRECT_BATCH, LocalPipeline
 from stactools_ingest.queue import LOAD, LocalQueues
 
 
@@ -155,3 +155,22 @@ def test_items_read_after_their_collection_wait_for_it_without_a_failed_try(
     assert reasons == []
     assert (summary.succeeded, summary.failed) == (251, 0)
     assert len(pgstac.item_ids("w")) == 250
+
+
+def test_progress_is_reported_while_items_load_straight_from_the_input(pgstac, tmp_path):
+    # GIVEN a file of more prebuilt items than one load straight from the input takes
+    path = tmp_path / "items.ndjson"
+    docs = [item(f"p{n:05d}", "p") for n in range(2 * DIRECT_BATCH + 10)]
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    pipeline = LocalPipeline(pgstac.dsn, gen_workers=0)
+    with pgstac.connect() as conn:
+        conn.execute("SELECT pgstac.create_collection(%s)", (json.dumps(collection("p")),))
+    loaded: list[int] = []
+    # WHEN it runs
+    pipeline.run(
+        on_tick=lambda counters, _: loaded.append(counters.items_loaded),
+        records=read_inputs([str(path)]),
+    )
+    # THEN progress was reported between loads, not only once everything had landed
+    assert any(0 < n < len(docs) for n in loaded), loaded
+    assert loaded[-1] == len(docs)

@@ -213,11 +213,13 @@ class LocalPipeline:
         chunk: int = 2000,
         out: Enqueued | None = None,
         on_problem: Callable[[InputProblem], None] | None = None,
+        on_load: Callable[[], None] | None = None,
     ) -> Enqueued:
         """Put every usable input on its queue; ids come from content, so repeats are no-ops.
 
         Commits every ``chunk`` inputs, so workers already running start on the first ones
-        while the rest of the file is read. Stops early when the run is stopping.
+        while the rest of the file is read. Stops early when the run is stopping. ``on_load``
+        is called after each load straight from the input (progress, while this thread loads).
         """
         out = out if out is not None else Enqueued()
         session = self.session()
@@ -241,6 +243,8 @@ class LocalPipeline:
                 rows.extend(self._load_from_input(session, batch))
                 if len(rows) >= chunk:
                     flush()
+                if on_load:
+                    on_load()
 
         for record, kind, mid in _prepared(records):
             if self._stop.is_set():
@@ -514,6 +518,13 @@ class LocalPipeline:
         """
         enqueued = enqueued if enqueued is not None else Enqueued()
         started = time.perf_counter()
+
+        def tick(session: Session) -> dict[str, int]:
+            pending = session.call(lambda q: q.pending())
+            if on_tick:
+                on_tick(self.counters, pending)
+            return pending
+
         monitor = self.session()
         released = monitor.call(lambda q: q.release_orphans())
         if released:
@@ -534,13 +545,16 @@ class LocalPipeline:
                 try:
                     # Parsed inputs are acyclic; the cyclic collector would walk them all.
                     with paused_gc():
-                        self.enqueue(records, out=enqueued, on_problem=on_problem)
+                        self.enqueue(
+                            records,
+                            out=enqueued,
+                            on_problem=on_problem,
+                            on_load=on_tick and (lambda: tick(monitor)),
+                        )
                 finally:
                     self._load_direct = False
             while not self._stop.is_set():
-                pending = monitor.call(lambda q: q.pending())
-                if on_tick:
-                    on_tick(self.counters, pending)
+                pending = tick(monitor)
                 if not pending[GEN] and not pending[LOAD]:
                     break
                 self._stop.wait(0.25)
