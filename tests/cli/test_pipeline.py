@@ -10,7 +10,7 @@ from factories import collection, item
 
 from item_load.core import BatchLoader
 from stactools_ingest.inputs import InputRecord, read_inputs
-from stactools_ingest.pipeline import DIRECT_BATCH, LocalPipeline
+from stactools_ingest.pipeline import DIRECT_BATCH, Enqueued, LocalPipeline
 from stactools_ingest.queue import LOAD, LocalQueues
 
 
@@ -140,15 +140,7 @@ def test_items_read_after_their_collection_wait_for_it_without_a_failed_try(
     docs = [collection("w")] + [item(f"w{n:03d}", "w") for n in range(250)]
     path.write_text("".join(json.dumps(d) + "\n" for d in docs))
     pipeline = LocalPipeline(pgstac.dsn, gen_workers=0, batch_size=100)
-    reasons: list[str] = []
-    real_load = BatchLoader.load
-
-    def load(self, docs):  # the real load, and what it refused
-        outcome = real_load(self, docs)
-        reasons.extend(f.reason for f in outcome.failures.values())
-        return outcome
-
-    monkeypatch.setattr(BatchLoader, "load", load)
+    reasons = _refusals(monkeypatch)
     # WHEN it runs (items are loaded straight from the file once the collection is in)
     summary = pipeline.run(records=read_inputs([str(path)]))
     # THEN no item was tried before its collection had landed
@@ -174,3 +166,45 @@ def test_progress_is_reported_while_items_load_straight_from_the_input(pgstac, t
     # THEN progress was reported between loads, not only once everything had landed
     assert any(0 < n < len(docs) for n in loaded), loaded
     assert loaded[-1] == len(docs)
+
+
+def _refusals(monkeypatch) -> list[str]:
+    """Reasons the real BatchLoader.load refuses documents for, from now on."""
+    reasons: list[str] = []
+    real_load = BatchLoader.load
+
+    def load(self, docs):
+        outcome = real_load(self, docs)
+        reasons.extend(f.reason for f in outcome.failures.values())
+        return outcome
+
+    monkeypatch.setattr(BatchLoader, "load", load)
+    return reasons
+
+
+def test_only_plain_items_load_straight_from_the_input(pgstac, tmp_path, monkeypatch):
+    # GIVEN a collection in pgstac, and a file of items with a pointer to more items among them
+    with pgstac.connect() as conn:
+        conn.execute("SELECT pgstac.create_collection(%s)", (json.dumps(collection("h")),))
+    more = tmp_path / "more.ndjson"
+    more.write_text(json.dumps(item("h-more", "h")) + "\n")
+    path = tmp_path / "items.ndjson"
+    lines = [item("h1", "h"), {"href": more.as_uri()}, item("h2", "h")]
+    path.write_text("".join(json.dumps(d) + "\n" for d in lines))
+    reasons = _refusals(monkeypatch)
+    # WHEN it runs
+    summary = LocalPipeline(pgstac.dsn, gen_workers=0).run(records=read_inputs([str(path)]))
+    # THEN the pointer is read by the load worker, never handed to the loader as an item
+    assert reasons == []
+    assert (summary.succeeded, summary.failed) == (3, 0)
+    assert pgstac.item_ids("h") == ["h-more", "h1", "h2"]
+
+
+def test_a_document_neither_loaded_nor_queued_counts_as_failed(pgstac):
+    # A load straight from the input whose commit was lost (a server without durable commits
+    # that crashed) leaves no trace in the queue: the run must not report it as a success.
+    pipeline = LocalPipeline(pgstac.dsn, gen_workers=0)
+    queues = pipeline.queues()
+    summary = pipeline.summarise(queues, Enqueued(load_ids=["lost-with-its-commit"]), 0.0)
+    queues.conn.close()
+    assert (summary.documents, summary.succeeded, summary.failed) == (1, 0, 1)
