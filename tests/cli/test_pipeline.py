@@ -208,3 +208,28 @@ def test_a_document_neither_loaded_nor_queued_counts_as_failed(pgstac):
     summary = pipeline.summarise(queues, Enqueued(load_ids=["lost-with-its-commit"]), 0.0)
     queues.conn.close()
     assert (summary.documents, summary.succeeded, summary.failed) == (1, 0, 1)
+
+
+def versioned(item_id: str, platform: str) -> dict:
+    doc = item(item_id, "v")
+    doc["properties"]["platform"] = platform
+    return doc
+
+
+def test_a_later_line_wins_over_an_earlier_copy_of_the_item_when_both_are_queued(pgstac, tmp_path):
+    # GIVEN a collection, then two versions of each of 30 items, the newer on the later line
+    # (all queued: the collection is pending when they are read)
+    path = tmp_path / "items.ndjson"
+    lines = [collection("v")]
+    lines += [versioned(f"v{n:02d}", "old") for n in range(30)]
+    lines += [versioned(f"v{n:02d}", "new") for n in range(30)]
+    path.write_text("".join(json.dumps(d) + "\n" for d in lines))
+    # WHEN it runs
+    summary = LocalPipeline(pgstac.dsn, gen_workers=0).run(records=read_inputs([str(path)]))
+    # THEN every item holds its later version
+    assert summary.failed == 0
+    with pgstac.connect() as conn:
+        platforms = conn.execute(
+            "SELECT DISTINCT content->'properties'->>'platform' FROM items WHERE collection = 'v'"
+        ).fetchall()
+    assert platforms == [("new",)]

@@ -236,23 +236,28 @@ class LocalQueues:
             cur.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS incoming_refs (queue text, id text, body text, "
                 "source text, priority smallint, path text, start bigint, length integer, "
-                "stamp text) ON COMMIT DELETE ROWS"
+                "stamp text, n integer) ON COMMIT DELETE ROWS"
             )
-            columns = "queue, id, body, source, priority, path, start, length, stamp"
+            columns = "queue, id, body, source, priority, path, start, length, stamp, n"
             with cur.copy(f"COPY incoming_refs ({columns}) FROM STDIN") as copy:
-                for queue, mid, body, source, priority, *rest in rows:
+                for n, (queue, mid, body, source, priority, *rest) in enumerate(rows):
                     span: FileSpan | None = rest[0] if rest else None
                     if span is None:
                         text = orjson.dumps(body).decode()
-                        copy.write_row((queue, mid, text, source, priority, None, None, None, None))
+                        copy.write_row((queue, mid, text, source, priority, *[None] * 4, n))
                     else:
                         where = (span.path, span.start, span.length, span.stamp)
-                        copy.write_row((queue, mid, None, source, priority, *where))
+                        copy.write_row((queue, mid, None, source, priority, *where, n))
             cur.execute(
                 """
                 WITH fresh AS (
-                    INSERT INTO stactools_ingest.messages (queue, id, source, priority)
-                    SELECT DISTINCT ON (queue, id) queue, id, source, priority FROM incoming_refs
+                    -- Send times in the order given (a later line of a file is newer: it wins
+                    -- over an earlier copy of the same item), not in the order of the ids.
+                    INSERT INTO stactools_ingest.messages (queue, id, source, priority, created_at)
+                    SELECT queue, id, source, priority,
+                        statement_timestamp() + make_interval(secs => n / 1e6)
+                    FROM (SELECT DISTINCT ON (queue, id) queue, id, source, priority, n
+                          FROM incoming_refs ORDER BY queue, id, n) given
                     ON CONFLICT (queue, id) DO NOTHING
                     RETURNING queue, id
                 )
