@@ -243,14 +243,6 @@ class ItemGenConfig(_StageConfig):
     def _gen_bucket_names(cls, values: list[str]) -> list[str]:
         return _bucket_names(values)
 
-    @field_validator("prebaked_packages", mode="before")
-    @classmethod
-    def _package_entries(cls, values: object) -> object:
-        # A bare name is the common case: an environment of that package alone.
-        if isinstance(values, list):
-            return [{"package": v} if isinstance(v, str) else v for v in values]
-        return values
-
     @model_validator(mode="after")
     def _request_fits_function(self) -> ItemGenConfig:
         if self.request_timeout_seconds * self.batch_size >= self.timeout_seconds:

@@ -25,9 +25,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, TypeAdapter
+from pydantic import AfterValidator, BaseModel, ConfigDict, TypeAdapter, model_validator
 
 from item_gen.environments import environment_key, uvx_prefix
 from item_gen.settings import GenSettings
@@ -54,12 +54,18 @@ class PrebakedPackage(BaseModel):
     package: Requirement
     extra_packages: tuple[Requirement, ...] = ()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_name(cls, value: Any) -> Any:
+        # A bare name is the common case: an environment of that package alone.
+        return {"package": value} if isinstance(value, str) else value
+
     @property
     def packages(self) -> list[str]:
         return [self.package, *self.extra_packages]
 
 
-PACKAGE_LIST = TypeAdapter(list[PrebakedPackage | Requirement])
+PACKAGE_LIST = TypeAdapter(list[PrebakedPackage])
 
 
 def parse_packages(text: str) -> list[PrebakedPackage]:
@@ -67,8 +73,7 @@ def parse_packages(text: str) -> list[PrebakedPackage]:
     text = text.strip()
     if not text:
         return []
-    entries = PACKAGE_LIST.validate_json(text)
-    return [PrebakedPackage(package=e) if isinstance(e, str) else e for e in entries]
+    return PACKAGE_LIST.validate_json(text)
 
 
 def prebake_command(entry: PrebakedPackage, settings: GenSettings) -> list[str]:
