@@ -7,6 +7,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 # A rule only the database knows (a site's own trigger on items): nothing before the COPY
@@ -168,3 +169,11 @@ def failed_ids(response: dict) -> set[str]:
 def logged_reasons(caplog: Any, message_id: str) -> list[str]:
     """The reasons logged for one message, as an operator reads them in the logs."""
     return [r.reason for r in caplog.records if getattr(r, "message_id", None) == message_id]
+
+
+def fake_uvx(tmp_path: Path, body: str) -> Path:
+    """An executable standing in for uvx: ``$PIDS`` collects the pids of what it leaves behind."""
+    script = tmp_path / "uvx"
+    script.write_text(f"#!/bin/bash\nPIDS={tmp_path}/pids\nfor last; do :; done\n{body}\n")
+    script.chmod(0o755)
+    return script

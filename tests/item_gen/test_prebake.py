@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from factories import fake_uvx
 from geotiffs import GLAD_EXTRAS, GLAD_PACKAGE, glad_item_request
 
 from item_gen import environments
@@ -86,11 +87,8 @@ def test_a_corrupt_manifest_names_itself(tmp_path, monkeypatch):
         uv_environment([GLAD_PACKAGE], GenSettings(prebaked_manifest=path))
 
 
-def fake_uvx(tmp_path: Path, stderr: str, status: int) -> str:
-    script = tmp_path / "uvx"
-    script.write_text(f"#!/bin/sh\ncat >&2 <<'END'\n{stderr}\nEND\nexit {status}\n")
-    script.chmod(0o755)
-    return str(script)
+def uvx_failing(tmp_path: Path, stderr: str, status: int) -> str:
+    return str(fake_uvx(tmp_path, f"cat >&2 <<'END'\n{stderr}\nEND\nexit {status}"))
 
 
 UV_DNS_FAILURE = """error: Request failed after 3 retries in 6.3s
@@ -99,7 +97,7 @@ UV_DNS_FAILURE = """error: Request failed after 3 retries in 6.3s
 
 
 def test_a_download_uv_could_not_make_is_transient_and_says_what_to_do(tmp_path):
-    settings = GenSettings(uvx=fake_uvx(tmp_path, UV_DNS_FAILURE, 2))
+    settings = GenSettings(uvx=uvx_failing(tmp_path, UV_DNS_FAILURE, 2))
     request = parse_request(glad_item_request(tmp_path / "t.tif", tmp_path, request_id="r"))
 
     with pytest.raises(EnvironmentUnavailable, match="is not prebaked in this image") as error:
@@ -110,7 +108,7 @@ def test_a_download_uv_could_not_make_is_transient_and_says_what_to_do(tmp_path)
 
 def test_a_package_printing_a_fetch_error_is_its_own_failure(tmp_path):
     traceback = "Traceback …\nRuntimeError: Failed to fetch: https://example.com/tile.tif (404)"
-    settings = GenSettings(uvx=fake_uvx(tmp_path, traceback, 1))
+    settings = GenSettings(uvx=uvx_failing(tmp_path, traceback, 1))
     request = parse_request(glad_item_request(tmp_path / "t.tif", tmp_path, request_id="r"))
 
     with pytest.raises(PackageFailed, match=r"Failed to fetch: https://example\.com"):

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from factories import fake_uvx
 
 from item_gen import runner
 from item_gen.errors import PackageFailed, RequestTimedOut
@@ -27,14 +28,6 @@ ITEM = {
     "links": [],
     "assets": {},
 }
-
-
-def fake_uvx(tmp_path: Path, body: str) -> Path:
-    """An executable standing in for uvx: ``$PIDS`` collects the pids of what it leaves behind."""
-    script = tmp_path / "uvx"
-    script.write_text(f"#!/bin/bash\nPIDS={tmp_path}/pids\nfor last; do :; done\n{body}\n")
-    script.chmod(0o755)
-    return script
 
 
 def left_behind(tmp_path: Path) -> list[int]:
