@@ -174,11 +174,12 @@ class BatchLoader:
         conn: psycopg.Connection,
         create_collections_if_missing: bool = False,
         stats_interval: float = 60.0,
+        toast_compression: str = "lz4",
     ):
         self.conn = conn
         self.create_collections_if_missing = create_collections_if_missing
         self.loader = Loader(ConnectionPgstacDB(conn))
-        self.writer = CollectionWriter(conn, self.loader, stats_interval)
+        self.writer = CollectionWriter(conn, self.loader, stats_interval, toast_compression)
         if conn not in _version_checked:  # once per connection, not once per batch
             with translate_errors("checking the pgstac version"):
                 self.loader.check_version()

@@ -36,6 +36,7 @@ processor = BulkLoadProcessor(
     metrics=metrics,
     stats_interval=settings.partition_stats_interval_seconds,
     dead_letters=DeadLetterQueue(settings.dead_letter_queue_url, "item-load"),
+    toast_compression=settings.toast_compression,
 )
 
 

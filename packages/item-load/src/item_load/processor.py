@@ -37,11 +37,13 @@ class BulkLoadProcessor(DeadLetteringProcessor):
         metrics: Metrics | None = None,
         stats_interval: float = 60.0,
         dead_letters: DeadLetterQueue | None = None,
+        toast_compression: str = "lz4",
     ) -> None:
         super().__init__(dead_letters or DeadLetterQueue(None, "item-load"), logger)
         self.connections = connections
         self.create_collections_if_missing = create_collections_if_missing
         self.stats_interval = stats_interval
+        self.toast_compression = toast_compression
         self.metrics = metrics
         self._parsed: list[tuple[dict[str, Any], list[Document]]] = []
         self.batch_loader: BatchLoader | None = None
@@ -56,6 +58,7 @@ class BulkLoadProcessor(DeadLetteringProcessor):
             )
         self.batch_loader.create_collections_if_missing = self.create_collections_if_missing
         self.batch_loader.writer.stats_interval = self.stats_interval
+        self.batch_loader.writer.toast_compression = self.toast_compression
         return self.batch_loader
 
     def _prepare(self) -> None:

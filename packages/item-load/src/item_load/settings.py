@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -30,6 +30,12 @@ class LoadSettings(BaseSettings):
     partition_stats_interval_seconds: float = 60.0
     """How often a partition's pgstac stats are refreshed when batches only add inside its
     bounds; batches that widen a partition refresh them at once."""
+
+    toast_compression: Literal["lz4", "pglz", "server"] = "lz4"
+    """How PostgreSQL compresses the item content this loader writes: lz4 compresses several
+    times faster than pglz (PostgreSQL's default) and decompresses faster for every read, at a
+    few percent more space; ``server`` keeps the database's ``default_toast_compression``. A
+    server built without lz4 keeps its default (logged once per connection)."""
 
     href_schemes: Annotated[frozenset[str], NoDecode] = frozenset({"s3", "https"})
     """Schemes an href pointer or S3 event may make ItemLoad read (``HREF_SCHEMES=s3,https``);
