@@ -266,6 +266,8 @@ class ItemLoadConfig(_StageConfig):
     max_concurrency: int | None = Field(2, ge=2, le=1000)
     create_collections_if_missing: bool = False
     partition_stats_interval_seconds: int = Field(60, ge=0)
+    # How item content is compressed as it is written (TOAST_COMPRESSION; see the README).
+    toast_compression: Literal["lz4", "pglz", "server"] = "lz4"
     # How often a schedule runs the stats refreshes batches skipped (item_load/maintenance.py).
     maintenance_interval_minutes: int = Field(5, ge=1, le=1440)
     s3_event_buckets: list[str] = Field(default_factory=list)

@@ -194,6 +194,7 @@ class IngestionStack(Stack):
                 "PGSTAC_SECRET_ARN": database.ingest_secret.secret_arn,
                 "CREATE_COLLECTIONS_IF_MISSING": str(load.create_collections_if_missing).lower(),
                 "PARTITION_STATS_INTERVAL_SECONDS": str(load.partition_stats_interval_seconds),
+                "TOAST_COMPRESSION": load.toast_compression,
                 "DEAD_LETTER_QUEUE_URL": self.item_load.dlq.queue_url,
                 "HREF_SCHEMES": ",".join(load.href_schemes),
                 "HREF_MAX_BYTES": str(load.href_max_bytes),

@@ -144,6 +144,7 @@ def test_item_load_function_in_private_subnets_with_client_group(ingestion):
     assert "IngestUserSecret" in variables["PGSTAC_SECRET_ARN"]["Fn::ImportValue"]
     assert variables["CREATE_COLLECTIONS_IF_MISSING"] == "false"
     assert variables["PARTITION_STATS_INTERVAL_SECONDS"] == "60"
+    assert variables["TOAST_COMPRESSION"] == "lz4"
     assert variables["POWERTOOLS_SERVICE_NAME"] == "item-load"
     vpc = props["VpcConfig"]
     assert len(vpc["SecurityGroupIds"]) == 1
