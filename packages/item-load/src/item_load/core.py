@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import threading
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -82,21 +83,43 @@ class LoadOutcome:
         )
 
 
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """Pause the cyclic garbage collector for one batch.
+class _GcPause:
+    """Counts the pauses in force across threads: the collector is one per process.
 
-    A batch allocates hundreds of thousands of small, acyclic objects; every generation-2 pass
-    walks all of them, which cost a third of the handler's time in benchmarks/load.py.
-    Reference counting still frees everything; the collector runs again after the batch.
+    A pause that restored what it found on entry would undo another thread's: ``run``'s
+    reading thread pauses it for the whole input while its load worker pauses it around each
+    poll, and the worker's first idle poll re-enabled it under the reader.
     """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._restore = False
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        """Pause the cyclic garbage collector until every pause in force has ended.
+
+        A batch allocates hundreds of thousands of small, acyclic objects; every generation-2
+        pass walks all of them, which cost a third of the handler's time in
+        benchmarks/load.py. Reference counting still frees everything; the collector runs again
+        after the last pause, unless the caller had disabled it.
+        """
+        with self._lock:
+            if self._depth == 0:
+                self._restore = gc.isenabled()
+                gc.disable()
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0 and self._restore:
+                    gc.enable()
+
+
+paused_gc = _GcPause()
 
 
 def _collection_of(doc: Document) -> Any:
