@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-import shapely
 from pypgstac.hydration import apply_marked_keys, dehydrate
 from pypgstac.load import Loader
 
@@ -96,6 +95,8 @@ def ewkb_hex(geometry: Any) -> str | None:
     out = _ewkb(geometry)
     if out is not None:
         return out
+    import shapely  # only for unusual geometries: with numpy it is a tenth of a CLI's start-up
+
     parsed = shapely.from_geojson(orjson.dumps(geometry), on_invalid="ignore")
     if parsed is None:
         return None
