@@ -233,3 +233,41 @@ def test_a_later_line_wins_over_an_earlier_copy_of_the_item_when_both_are_queued
             "SELECT DISTINCT content->'properties'->>'platform' FROM items WHERE collection = 'v'"
         ).fetchall()
     assert platforms == [("new",)]
+
+
+def _delete(*ids: str) -> dict:
+    return {"type": "Delete", "collection": "v", "ids": list(ids)}
+
+
+def test_a_delete_line_removes_the_items_read_before_it(pgstac, tmp_path):
+    # GIVEN a collection and items loaded by an earlier run
+    first = tmp_path / "first.ndjson"
+    first.write_text(
+        "".join(
+            json.dumps(d) + "\n" for d in [collection("v"), *(item(f"d{n}", "v") for n in range(5))]
+        )
+    )
+    assert (
+        LocalPipeline(pgstac.dsn, gen_workers=0).run(records=read_inputs([str(first)])).failed == 0
+    )
+    # WHEN a file deletes two of them, loads a new one, then deletes it and a missing id
+    path = tmp_path / "changes.ndjson"
+    lines = [_delete("d1", "d3"), item("new", "v"), item("later", "v"), _delete("new", "nowhere")]
+    path.write_text("".join(json.dumps(d) + "\n" for d in lines))
+    summary = LocalPipeline(pgstac.dsn, gen_workers=0).run(records=read_inputs([str(path)]))
+    # THEN each delete applies to what was read before it, and counts in the summary
+    assert (summary.failed, summary.items_deleted) == (0, 3)
+    with pgstac.connect() as conn:
+        ids = {r[0] for r in conn.execute("SELECT id FROM items WHERE collection = 'v'")}
+    assert ids == {"d0", "d2", "d4", "later"}
+
+
+def test_an_item_after_its_delete_in_the_file_is_loaded(pgstac, tmp_path):
+    path = tmp_path / "items.ndjson"
+    # (a changed copy: an identical line is the same message as the first, read once)
+    lines = [collection("v"), item("x", "v"), _delete("x"), versioned("x", "again")]
+    path.write_text("".join(json.dumps(d) + "\n" for d in lines))
+    summary = LocalPipeline(pgstac.dsn, gen_workers=0).run(records=read_inputs([str(path)]))
+    assert summary.failed == 0
+    with pgstac.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM items WHERE id = 'x'").fetchone()[0] == 1

@@ -41,6 +41,7 @@ class Counters:
     requests_failed: int = 0
     items_loaded: int = 0
     collections_loaded: int = 0
+    items_deleted: int = 0
     load_failed: int = 0
     retries: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -58,12 +59,14 @@ class LoadTally:
     failures: dict[str, Failure] = field(default_factory=dict)
     items: int = 0
     collections: int = 0
+    deleted: int = 0
 
     def merge(self, other: LoadTally) -> LoadTally:
         return LoadTally(
             {**self.failures, **other.failures},
             self.items + other.items,
             self.collections + other.collections,
+            self.deleted + other.deleted,
         )
 
 
@@ -84,6 +87,7 @@ class RunSummary:
     failed: int
     items_loaded: int
     collections_loaded: int
+    items_deleted: int
     dead_letters: int
     input_errors: int
     seconds: float
@@ -260,6 +264,10 @@ class LocalPipeline:
             seen.add((queue, mid))
             if (queue, mid) not in counted:
                 (out.gen_ids if queue == GEN else out.load_ids).append(mid)
+            if isinstance(record.obj, dict) and record.obj.get("type") == "Delete":
+                # It applies to the lines before it: the items buffered load first, so the
+                # delete is sent after them and before any later line is loaded.
+                load_direct()
             if queue == LOAD and priority == 1 and record.span is not None:
                 # Only a plain item: pointers, S3 events and feature collections need reading.
                 if self._load_direct and record.obj.get("type") == "Feature":
@@ -447,7 +455,11 @@ class LocalPipeline:
         tally, verdicts = session.call(settle)
         for msg, failure, dead in verdicts:
             self._report_failure(msg, failure, dead, "load_failed")
-        self.counters.add(items_loaded=tally.items, collections_loaded=tally.collections)
+        self.counters.add(
+            items_loaded=tally.items,
+            collections_loaded=tally.collections,
+            items_deleted=tally.deleted,
+        )
 
     def _loader(self, conn: psycopg.Connection) -> BatchLoader:
         """One BatchLoader per connection (it checks the pgstac version once)."""
@@ -493,6 +505,7 @@ class LocalPipeline:
             failures=dict(outcome.failures),
             items=outcome.items_loaded,
             collections=outcome.collections_loaded,
+            deleted=outcome.items_deleted,
         )
 
     def _guard(self, target: Callable[[], None]) -> Callable[[], None]:
@@ -595,6 +608,7 @@ class LocalPipeline:
             failed=dead + len(enqueued.problems) + unknown,
             items_loaded=self.counters.items_loaded,
             collections_loaded=self.counters.collections_loaded,
+            items_deleted=self.counters.items_deleted,
             dead_letters=dead,
             input_errors=len(enqueued.problems),
             seconds=round(seconds, 3),

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import threading
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -59,6 +61,7 @@ class LoadOutcome:
     items_loaded: int = 0
     collections_loaded: int = 0
     superseded: int = 0
+    items_deleted: int = 0
     # Why each failed document failed, by id(document): a message may carry many documents.
     document_failures: dict[int, str] = field(default_factory=dict, repr=False)
 
@@ -415,6 +418,48 @@ class BatchLoader:
         outcome.superseded += superseded
         outcome.items_loaded += len(entries) - len(failed_ids) - superseded
 
+    # -- deletes -----------------------------------------------------------------------------
+
+    def delete_items(self, docs: Sequence[Document], outcome: LoadOutcome) -> None:
+        """Apply Delete messages, oldest first; ids pgstac does not hold are logged, not failed.
+
+        Each id is deleted only when the delete is not older than the message its item came
+        from, and leaves its send time behind, so an older copy of the item delivered later
+        (a redrive, a slow ItemGen) does not bring it back.
+        """
+
+        def sent(doc: Document) -> float:
+            return math.inf if doc.sent_at is None else doc.sent_at
+
+        for doc in sorted(docs, key=sent):
+            collection = doc.body["collection"]
+            ids = list(dict.fromkeys(doc.body["ids"]))
+            try:
+                deleted = retrying(partial(self.writer.delete, collection, ids, doc.sent_at))
+            except Exception as e:
+                if fails_batch(e):
+                    raise
+                outcome.fail(
+                    doc,
+                    f"delete of {len(ids)} items of collection {_label(collection)} failed "
+                    f"({type(e).__name__}: {error_text(e)})",
+                    is_permanent(e),
+                )
+                continue
+            outcome.items_deleted += len(deleted)
+            missing = [i for i in ids if i not in deleted]
+            logger.info(
+                "deleted items",
+                extra={
+                    "message_id": doc.message_id,
+                    "collection": collection,
+                    "deleted": len(deleted),
+                    # ids not there, or kept because a newer message loaded them
+                    "not_deleted": len(missing),
+                    "not_deleted_ids": missing[:100],
+                },
+            )
+
     # -- the batch ---------------------------------------------------------------------------
 
     def load(self, docs: Sequence[Document]) -> LoadOutcome:
@@ -425,13 +470,16 @@ class BatchLoader:
         """
         outcome = LoadOutcome()
         collections = [d for d in docs if d.body.get("type") == "Collection"]
-        items = [d for d in docs if d.body.get("type") != "Collection"]
+        deletes = [d for d in docs if d.body.get("type") == "Delete"]
+        items = [d for d in docs if d.body.get("type") not in ("Collection", "Delete")]
         with paused_gc(), translate_errors("loading"):
             try:
                 if collections:
                     self.load_collections(collections, outcome)
                 if items:
                     self.load_items(items, outcome)
+                if deletes:  # after the items: each id's newest message wins either way
+                    self.delete_items(deletes, outcome)
                 self.writer.refresh_stale()  # partitions whose refresh earlier batches skipped
             except Exception as e:
                 if fails_batch(e):

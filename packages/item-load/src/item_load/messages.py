@@ -1,8 +1,9 @@
 """Turn one load-topic message into the STAC documents it carries.
 
 Accepted shapes (design.md): an Item, a Collection, a FeatureCollection, a pointer
-``{"href": "s3://…" | "https://…" | "file://…"}`` to any of those (JSON or NDJSON), and S3
-``ObjectCreated`` notifications for ``.json`` / ``.geojson`` / ``.ndjson`` objects. Which hrefs
+``{"href": "s3://…" | "https://…" | "file://…"}`` to any of those (JSON or NDJSON), S3
+``ObjectCreated`` notifications for ``.json`` / ``.geojson`` / ``.ndjson`` objects, and
+``{"type": "Delete", "collection": C, "ids": [...]}``. Which hrefs
 may actually be read, and how much of them, is the fetcher's policy (``item_load.fetch``).
 """
 
@@ -22,6 +23,8 @@ from item_load.errors import FetchUnavailable, InvalidMessage
 from item_load.fetch import HrefFetcher, HrefPolicy, shown
 
 STAC_SUFFIXES = (".json", ".geojson", ".ndjson")
+MAX_DELETE_IDS = 10_000
+"""Ids one Delete message may name: its ids go to PostgreSQL as one array, per partition."""
 R = TypeVar("R")
 
 
@@ -98,12 +101,33 @@ def _is_s3_event(message: Any) -> bool:
     )
 
 
+def check_delete(obj: dict[str, Any], origin: str) -> None:
+    """InvalidMessage unless ``obj`` names a collection and a list of item ids to delete."""
+    collection = obj.get("collection")
+    if not isinstance(collection, str) or not collection:
+        raise InvalidMessage(
+            f"{origin} is a Delete without a 'collection' string; name the collection of the ids"
+        )
+    ids = obj.get("ids")
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
+        raise InvalidMessage(
+            f"{origin} is a Delete without an 'ids' list of item id strings (non-empty)"
+        )
+    if len(ids) > MAX_DELETE_IDS:
+        raise InvalidMessage(
+            f"{origin} is a Delete of {len(ids)} ids; send at most {MAX_DELETE_IDS} per message"
+        )
+
+
 def _flatten(obj: Any, origin: str, fetched: bool = False) -> Iterator[dict[str, Any]]:
     """The STAC objects in one decoded document; reasons never quote a fetched document."""
     if not isinstance(obj, dict):
         raise InvalidMessage(f"{origin} is a JSON {type(obj).__name__}, not a STAC object")
     kind = obj.get("type")
     if kind in ("Feature", "Collection"):
+        yield obj
+    elif kind == "Delete":
+        check_delete(obj, origin)
         yield obj
     elif kind == "FeatureCollection":
         features = obj.get("features")
@@ -118,8 +142,8 @@ def _flatten(obj: Any, origin: str, fetched: bool = False) -> Iterator[dict[str,
         # us read that is not STAC must not come back out through logs or the DLQ.
         what = "" if fetched or not isinstance(kind, str | None) else f" (type={kind!r:.40})"
         raise InvalidMessage(
-            f"{origin} is not a STAC Item, Collection, FeatureCollection, href pointer or "
-            f"S3 event{what}"
+            f"{origin} is not a STAC Item, Collection, FeatureCollection, Delete, href pointer "
+            f"or S3 event{what}"
         )
 
 

@@ -121,6 +121,7 @@ class BulkLoadProcessor(DeadLetteringProcessor):
         super()._clean()  # dead-letters, then reports what is left to SQS
         if self.metrics is not None:
             self.metrics.add_metric("ItemsLoaded", MetricUnit.Count, outcome.items_loaded)
+            self.metrics.add_metric("ItemsDeleted", MetricUnit.Count, outcome.items_deleted)
             self.metrics.add_metric(
                 "CollectionsLoaded", MetricUnit.Count, outcome.collections_loaded
             )

@@ -41,6 +41,26 @@ logger = logging.getLogger(__name__)
 STAGING_TABLE = "stactools_ingest_staged"
 _COLUMNS = ("id", "collection", "datetime", "end_datetime", "geometry", "content", "private")
 
+# A delete's send time for each of ``ids`` it is not older than: the item is deleted, or is
+# not loaded yet, and an older copy delivered later must not bring it back.
+_TOMBSTONES = """
+    INSERT INTO stactools_ingest.applied AS a (collection, id, sent_at)
+    SELECT %(collection)s, id, coalesce(to_timestamp(%(sent)s), now())
+    FROM unnest(%(ids)s::text[]) AS w(id)
+    ON CONFLICT (collection, id) DO UPDATE SET sent_at = EXCLUDED.sent_at
+    WHERE a.sent_at < EXCLUDED.sent_at
+"""
+# Deletes from ``target`` (a partition, or ``items``) the ``ids`` no newer message has loaded.
+_DELETE = sql.SQL(
+    """
+    DELETE FROM {target} AS i USING stactools_ingest.applied a
+    WHERE i.collection = %(collection)s AND i.id = ANY(%(ids)s::text[])
+        AND a.collection = i.collection AND a.id = i.id
+        AND a.sent_at <= coalesce(to_timestamp(%(sent)s), now())
+    RETURNING i.id, (SELECT relname FROM pg_class WHERE oid = i.tableoid)
+    """
+)
+
 # When each partition's stats were last refreshed by this process: (host, port, db, partition).
 _stats_refreshed: dict[tuple[Any, ...], float] = {}
 
@@ -316,6 +336,47 @@ class CollectionWriter:
                     if is_outage(e) or is_retryable(e):
                         raise
         return widened, ready
+
+    # -- deletes -----------------------------------------------------------------------------
+
+    def delete(self, collection: str, ids: Sequence[str], sent_at: float | None) -> set[str]:
+        """Delete ``ids`` of ``collection``, one transaction per partition; the ids deleted.
+
+        First the delete's send time is recorded for every id (``stactools_ingest.applied``),
+        present or not, unless a newer message loaded it: an older copy of the item delivered
+        later is then superseded, as by a newer item, and an id PostgreSQL refuses fails the
+        message before anything is deleted. Then each partition holding some of the ids deletes
+        those no newer message has loaded since; a last pass over the whole collection catches
+        ids loaded after the partitions were looked up. The stats of each partition that lost
+        rows are refreshed after its commit.
+        """
+        params = {"collection": collection, "ids": list(ids), "sent": sent_at}
+        with self.conn.transaction():
+            self._lock(collection)
+            self.conn.execute(_TOMBSTONES, params)
+        with self.conn.transaction():  # a savepoint in a caller's transaction (run's workers)
+            holders = self.conn.execute(
+                """
+                SELECT c.relname, array_agg(i.id) FROM items i
+                JOIN pg_class c ON c.oid = i.tableoid
+                WHERE i.collection = %s AND i.id = ANY(%s) GROUP BY c.relname
+                """,
+                (collection, list(ids)),
+            ).fetchall()
+        deleted: set[str] = set()
+        touched: set[str] = set()
+        for partition, held in [*holders, (None, list(ids))]:
+            target = sql.Identifier("items" if partition is None else partition)
+            with self.conn.transaction():
+                self._lock(collection)
+                rows = self.conn.execute(
+                    _DELETE.format(target=target), {**params, "ids": held}
+                ).fetchall()
+            deleted.update(item_id for item_id, _ in rows)
+            touched.update(name for _, name in rows)
+        for partition in sorted(touched):
+            refresh_partition(self.conn, collection, partition)
+        return deleted
 
     # -- newest wins -------------------------------------------------------------------------
 

@@ -24,8 +24,9 @@ def _print_summary(summary: RunSummary, as_json: bool) -> None:
         f"{summary.requests} requests, {summary.documents} documents: "
         f"{summary.succeeded} succeeded, {summary.failed} failed "
         f"({summary.dead_letters} dead-lettered, {summary.input_errors} unusable input lines); "
-        f"{summary.items_loaded} items and {summary.collections_loaded} collections loaded "
-        f"in {summary.seconds:.1f} s"
+        f"{summary.items_loaded} items and {summary.collections_loaded} collections loaded"
+        + (f", {summary.items_deleted} items deleted" if summary.items_deleted else "")
+        + f" in {summary.seconds:.1f} s"
     )
     if summary.dead_letters:
         click.echo("see why: stactools-ingest dlq list", err=True)
