@@ -19,6 +19,7 @@ COMMANDS = {
     "submit": "stactools_ingest.commands.submit:submit",
     "inventory": "stactools_ingest.commands.inventory:inventory",
     "status": "stactools_ingest.commands.aws_status:status",
+    "prune": "stactools_ingest.commands.prune:prune",
 }
 
 
