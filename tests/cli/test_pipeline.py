@@ -271,3 +271,19 @@ def test_an_item_after_its_delete_in_the_file_is_loaded(pgstac, tmp_path):
     assert summary.failed == 0
     with pgstac.connect() as conn:
         assert conn.execute("SELECT count(*) FROM items WHERE id = 'x'").fetchone()[0] == 1
+
+
+def test_a_collection_and_its_items_in_one_file_load_straight_from_the_input(pgstac, tmp_path):
+    # GIVEN the usual file: the collection first, then its items
+    path = tmp_path / "items.ndjson"
+    lines = [collection("v")] + [item(f"c{n:04d}", "v", x=n % 170) for n in range(2 * DIRECT_BATCH)]
+    path.write_text("".join(json.dumps(d) + "\n" for d in lines))
+    # WHEN it runs
+    summary = LocalPipeline(pgstac.dsn, gen_workers=0).run(records=read_inputs([str(path)]))
+    # THEN everything landed, and no item waited for its collection in the queue (no lease)
+    assert (summary.failed, summary.items_loaded, summary.collections_loaded) == (0, 6000, 1)
+    with pgstac.connect() as conn:
+        leased = conn.execute(
+            "SELECT count(*) FROM stactools_ingest.messages WHERE receive_count > 0"
+        ).fetchone()[0]
+    assert leased == 0

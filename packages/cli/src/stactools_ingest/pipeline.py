@@ -156,12 +156,13 @@ class DirectRecord:
 class LocalPipeline:
     """Enqueue inputs, then run the workers until both queues are drained.
 
-    Within ``run``, prebuilt items read from a file skip the queue: the reading thread loads
-    them in batches straight from the input, and records them as done in the same transaction
-    (so a rerun or a resumed run skips them, and the summary counts them). Only what that load
-    does not land is queued, by reference, for the load worker to retry or dead-letter with the
-    usual verdicts; and while a collection is still pending, items are queued too, so they never
-    race it into pgstac. Queueing every item cost more than loading it (a receive, a lease, an
+    Within ``run``, prebuilt items and collections read from a file skip the queue: the
+    reading thread loads them in batches straight from the input (a collection at once), and
+    records them as done in the same transaction (so a rerun or a resumed run skips them, and
+    the summary counts them). Only what that load does not land is queued, by reference, for the
+    load worker to retry or dead-letter with the usual verdicts; and while a collection is still
+    pending (a collection request, or a collection that failed), items are queued too, so they
+    never race it into pgstac. Queueing every item cost more than loading it (a receive, a lease, an
     ack and a second parse per item).
     """
 
@@ -268,13 +269,22 @@ class LocalPipeline:
                 # It applies to the lines before it: the items buffered load first, so the
                 # delete is sent after them and before any later line is loaded.
                 load_direct()
+            # Only plain items and collections load straight from the input: pointers, S3
+            # events and feature collections need reading. A collection loads before the items
+            # of its batch (BatchLoader does collections first): they never wait for it queued.
+            direct_kind = "Feature" if priority == 1 else "Collection"
+            if (
+                self._load_direct
+                and queue == LOAD
+                and record.span is not None
+                and record.obj.get("type") == direct_kind
+            ):
+                direct.append((mid, record))
+                # A collection loads at once: generated items may be waiting for it.
+                if direct_kind == "Collection" or len(direct) >= max(self.batch_size, DIRECT_BATCH):
+                    load_direct()
+                continue
             if queue == LOAD and priority == 1 and record.span is not None:
-                # Only a plain item: pointers, S3 events and feature collections need reading.
-                if self._load_direct and record.obj.get("type") == "Feature":
-                    direct.append((mid, record))
-                    if len(direct) >= max(self.batch_size, DIRECT_BATCH):
-                        load_direct()
-                    continue
                 # a prebuilt item: the queue keeps where it is, the load reads it from there
                 rows.append((queue, mid, None, record.source, priority, record.span))
             else:
@@ -321,7 +331,7 @@ class LocalPipeline:
         tally = session.call(attempt)
         if tally is None:
             return as_queued(batch)
-        self.counters.add(items_loaded=tally.items)
+        self.counters.add(items_loaded=tally.items, collections_loaded=tally.collections)
         return []
 
     # -- workers -----------------------------------------------------------------------------
