@@ -287,3 +287,26 @@ def test_a_collection_and_its_items_in_one_file_load_straight_from_the_input(pgs
             "SELECT count(*) FROM stactools_ingest.messages WHERE receive_count > 0"
         ).fetchone()[0]
     assert leased == 0
+
+
+def test_a_line_read_through_a_pointer_is_as_late_as_its_place_in_the_file(pgstac, tmp_path):
+    # GIVEN an item, then a pointer to a file holding a newer version of it and a delete
+    newer = tmp_path / "newer.ndjson"
+    newer.write_text(json.dumps(versioned("p1", "new")) + "\n" + json.dumps(_delete("p2")) + "\n")
+    path = tmp_path / "items.ndjson"
+    lines = [
+        collection("v"),
+        versioned("p1", "old"),
+        item("p2", "v"),
+        {"href": newer.as_uri()},
+    ]
+    path.write_text("".join(json.dumps(d) + "\n" for d in lines))
+    # WHEN it runs
+    summary = LocalPipeline(pgstac.dsn, gen_workers=0).run(records=read_inputs([str(path)]))
+    # THEN what the pointer holds came later than the lines before it
+    assert summary.failed == 0
+    with pgstac.connect() as conn:
+        rows = conn.execute(
+            "SELECT id, content->'properties'->>'platform' FROM items WHERE collection = 'v'"
+        ).fetchall()
+    assert rows == [("p1", "new")]

@@ -12,6 +12,7 @@ import random
 import string
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 from factories import (
     COLL,
@@ -22,6 +23,11 @@ from factories import (
     sns_envelope,
     sqs_record,
 )
+
+from item_load import upsert
+from item_load.core import BatchLoader
+from item_load.messages import Document
+from item_load.upsert import refresh_stale_partitions
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 
@@ -133,3 +139,49 @@ def test_a_delete_postgres_refuses_fails_alone_and_deletes_nothing_else(with_col
     )
     assert failed_ids(load([bad, good])) == {"bad"}
     assert _ids(with_collection) == {"ok"}
+
+
+def test_a_refresh_that_cannot_run_now_is_left_for_later(monthly):
+    # GIVEN three items in one partition, and a reader holding it open (a slow search)
+    opts = "-c search_path=pgstac,public -c TimeZone=UTC -c lock_timeout=300"
+    conn = psycopg.connect(monthly.dsn, autocommit=True, options=opts)
+    loader = BatchLoader(conn, stats_interval=0)
+    sent = NOW.timestamp()
+    docs = [
+        Document(f"m{day}", sent, item(f"m{day}", MONTHLY, f"2020-06-{day:02d}T00:00:00Z"))
+        for day in (1, 10, 20)
+    ]
+    assert not loader.load(docs).failures
+    reader = psycopg.connect(monthly.dsn, options=opts)
+    reader.execute("SELECT count(*) FROM items")
+    # WHEN a delete's stats refresh times out behind the reader
+    delete = _delete(["m20"], MONTHLY)
+    outcome = loader.load([Document("del", sent + 1, delete)])
+    reader.rollback()
+    reader.close()
+    # THEN the delete stands, and the partition is marked for the maintenance call, which
+    # refreshes it once the reader is gone
+    assert (outcome.failures, outcome.items_deleted) == ({}, 1)
+    assert refresh_stale_partitions(conn, 0) != []
+    (upper,) = conn.execute(
+        "SELECT upper(dtrange) FROM partitions_view WHERE collection = %s", (MONTHLY,)
+    ).fetchone()
+    conn.close()
+    assert upper == datetime(2020, 6, 10, tzinfo=UTC)
+
+
+def test_a_batch_of_deletes_refreshes_each_partition_once(with_collection, load, monkeypatch):
+    assert failed_ids(_send(load, *[(item(f"s{n}"), NOW) for n in range(20)])) == set()
+    refreshed: list[str] = []
+    real = upsert.refresh_partition
+
+    def counted(conn, collection, partition):  # the real refresh, counted
+        refreshed.append(partition)
+        return real(conn, collection, partition)
+
+    monkeypatch.setattr(upsert, "refresh_partition", counted)
+    later = NOW + timedelta(seconds=1)
+    result = _send(load, *[(_delete([f"s{n}"]), later) for n in range(20)])
+    assert failed_ids(result) == set()
+    assert _ids(with_collection) == set()
+    assert len(refreshed) == len(set(refreshed)) == 1

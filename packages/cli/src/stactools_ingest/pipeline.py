@@ -265,10 +265,6 @@ class LocalPipeline:
             seen.add((queue, mid))
             if (queue, mid) not in counted:
                 (out.gen_ids if queue == GEN else out.load_ids).append(mid)
-            if isinstance(record.obj, dict) and record.obj.get("type") == "Delete":
-                # It applies to the lines before it: the items buffered load first, so the
-                # delete is sent after them and before any later line is loaded.
-                load_direct()
             # Only plain items and collections load straight from the input: pointers, S3
             # events and feature collections need reading. A collection loads before the items
             # of its batch (BatchLoader does collections first): they never wait for it queued.
@@ -284,6 +280,11 @@ class LocalPipeline:
                 if direct_kind == "Collection" or len(direct) >= max(self.batch_size, DIRECT_BATCH):
                     load_direct()
                 continue
+            if queue == LOAD:
+                # Queued, so it is stamped when sent: the lines before it that wait in the
+                # buffer load first, so this one (a Delete, a pointer, an S3 event...) is later
+                # than they are and earlier than any line after it.
+                load_direct()
             if queue == LOAD and priority == 1 and record.span is not None:
                 # a prebuilt item: the queue keeps where it is, the load reads it from there
                 rows.append((queue, mid, None, record.source, priority, record.span))

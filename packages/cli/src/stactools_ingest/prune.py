@@ -83,11 +83,14 @@ def apply_prune(
     Sent now: an item a newer message loads while the prune runs is kept.
     """
     writer = BatchLoader(conn).writer
-    deleted = 0
+    deleted, touched = 0, set[str]()
     for chunk in _chunks(plan.to_delete, MAX_DELETE_IDS):
-        deleted += len(writer.delete(plan.collection, chunk, None))
+        ids, partitions = writer.delete(plan.collection, chunk, None)
+        deleted += len(ids)
+        touched |= partitions
         if on_progress:
             on_progress(deleted, len(plan.to_delete))
+    writer.refresh_now(plan.collection, touched)
     return deleted
 
 

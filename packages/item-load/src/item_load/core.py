@@ -431,11 +431,14 @@ class BatchLoader:
         def sent(doc: Document) -> float:
             return math.inf if doc.sent_at is None else doc.sent_at
 
+        touched: dict[str, set[str]] = defaultdict(set)
         for doc in sorted(docs, key=sent):
             collection = doc.body["collection"]
             ids = list(dict.fromkeys(doc.body["ids"]))
             try:
-                deleted = retrying(partial(self.writer.delete, collection, ids, doc.sent_at))
+                deleted, partitions = retrying(
+                    partial(self.writer.delete, collection, ids, doc.sent_at)
+                )
             except Exception as e:
                 if fails_batch(e):
                     raise
@@ -447,9 +450,12 @@ class BatchLoader:
                 )
                 continue
             outcome.items_deleted += len(deleted)
+            touched[collection] |= partitions
             missing = [i for i in ids if i not in deleted]
-            logger.info(
-                "deleted items",
+            known, _ = self._existing_collections([collection])
+            logger.log(
+                logging.INFO if collection in known else logging.WARNING,
+                "deleted items" if collection in known else "delete for an unknown collection",
                 extra={
                     "message_id": doc.message_id,
                     "collection": collection,
@@ -459,6 +465,8 @@ class BatchLoader:
                     "not_deleted_ids": missing[:100],
                 },
             )
+        for collection, partitions in touched.items():  # once each, after every delete
+            self.writer.refresh_now(collection, partitions)
 
     # -- the batch ---------------------------------------------------------------------------
 

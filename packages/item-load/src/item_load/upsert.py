@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -150,15 +150,20 @@ def lock_collection(
 
     UTC whatever connection we were given: pgstac names the partitions check_partition makes
     with to_char() in the session's time zone. ``toast_compression`` (a method the server
-    supports) is how the transaction's rows are compressed; None keeps the session's.
+    supports) is how the transaction's rows are compressed; None leaves the setting alone,
+    which PostgreSQL 13 does not have.
     """
-    conn.execute(
+    lock = (
         "SELECT pg_advisory_xact_lock(hashtext('stactools-ingest:' || %s)), "
-        "set_config('TimeZone', 'UTC', true), "
-        "set_config('default_toast_compression', "
-        "coalesce(%s, current_setting('default_toast_compression')), true)",
-        (collection, toast_compression),
+        "set_config('TimeZone', 'UTC', true)"
     )
+    if toast_compression is None:
+        conn.execute(lock, (collection,))
+    else:
+        conn.execute(
+            lock + ", set_config('default_toast_compression', %s, true)",
+            (collection, toast_compression),
+        )
 
 
 def supported_toast_compression(conn: psycopg.Connection, method: str) -> bool:
@@ -339,16 +344,20 @@ class CollectionWriter:
 
     # -- deletes -----------------------------------------------------------------------------
 
-    def delete(self, collection: str, ids: Sequence[str], sent_at: float | None) -> set[str]:
-        """Delete ``ids`` of ``collection``, one transaction per partition; the ids deleted.
+    def delete(
+        self, collection: str, ids: Sequence[str], sent_at: float | None
+    ) -> tuple[set[str], set[str]]:
+        """Delete ``ids`` of ``collection``, one transaction per partition; the ids deleted,
+        and the partitions they were deleted from.
 
         First the delete's send time is recorded for every id (``stactools_ingest.applied``),
         present or not, unless a newer message loaded it: an older copy of the item delivered
         later is then superseded, as by a newer item, and an id PostgreSQL refuses fails the
         message before anything is deleted. Then each partition holding some of the ids deletes
         those no newer message has loaded since; a last pass over the whole collection catches
-        ids loaded after the partitions were looked up. The stats of each partition that lost
-        rows are refreshed after its commit.
+        ids loaded after the partitions were looked up. Each partition that lost rows is marked
+        stale in the same transaction: ``refresh_now`` (once per partition for a whole batch of
+        deletes), or a later maintenance call if that cannot run, refreshes its stats.
         """
         params = {"collection": collection, "ids": list(ids), "sent": sent_at}
         with self.conn.transaction():
@@ -372,11 +381,16 @@ class CollectionWriter:
                 rows = self.conn.execute(
                     _DELETE.format(target=target), {**params, "ids": held}
                 ).fetchall()
+                self._mark_stale(collection, sorted({name for _, name in rows}))
             deleted.update(item_id for item_id, _ in rows)
             touched.update(name for _, name in rows)
-        for partition in sorted(touched):
-            refresh_partition(self.conn, collection, partition)
-        return deleted
+        return deleted, touched
+
+    def refresh_now(self, collection: str, partitions: Iterable[str]) -> None:
+        """Refresh these partitions' stats (clearing their stale marks); one that cannot be
+        refreshed now keeps its mark for a later batch or the maintenance call."""
+        for partition in sorted(set(partitions)):
+            self._refresh_stats(collection, partition)
 
     # -- newest wins -------------------------------------------------------------------------
 
