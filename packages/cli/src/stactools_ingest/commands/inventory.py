@@ -1,12 +1,12 @@
-"""``inventory``: turn a list of hrefs into item requests and publish them (the shell loop)."""
+"""``inventory``: turn a list of hrefs or an S3 Inventory report into item requests and publish
+them (the seed's shell loop of ``aws sns publish``)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
-from collections.abc import Iterator
-from typing import Any, TextIO
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import click
 from pydantic import ValidationError
@@ -16,6 +16,7 @@ from stactools_ingest.aws_publish import sns_client
 from stactools_ingest.aws_stack import STACK_HELP, client, resolve_stack
 from stactools_ingest.commands.submit import publish_documents
 from stactools_ingest.inputs import InputProblem, InputRecord, check_files
+from stactools_ingest.inventories import HrefFilter, read_hrefs
 
 
 def _parse_options(values: tuple[str, ...]) -> dict[str, str]:
@@ -28,37 +29,25 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, str]:
     return options
 
 
-def _open(path: str) -> contextlib.AbstractContextManager[TextIO]:
-    if path == "-":
-        return contextlib.nullcontext(sys.stdin)  # never close stdin
-    return open(path, encoding="utf-8")
-
-
 def build_requests(
-    path: str, template: dict[str, Any], arg_template: str
+    hrefs: Iterable[tuple[str, str]], template: dict[str, Any], arg_template: str
 ) -> Iterator[InputRecord | InputProblem]:
-    """An item request (or why not) for each non-blank, non-``#`` line of the inventory."""
-    name = "<stdin>" if path == "-" else path
-    with _open(path) as stream:
-        for lineno, line in enumerate(stream, 1):
-            href = line.strip()
-            if not href or href.startswith("#"):
-                continue
-            source = f"{name}:{lineno}"
-            fields = {**template, "create_item_args": [arg_template.replace("{href}", href)]}
-            try:
-                request = ItemRequest.model_validate(fields)
-            except ValidationError as e:
-                yield InputProblem(source, f"invalid request: {e.errors()[0]['msg']}")
-                continue
-            doc = request.model_dump(exclude_none=True)
-            if not doc["extra_packages"]:
-                del doc["extra_packages"]
-            yield InputRecord(source, doc)
+    """An item request (or why not) for each ``(where, href)`` of the inventory."""
+    for source, href in hrefs:
+        fields = {**template, "create_item_args": [arg_template.replace("{href}", href)]}
+        try:
+            request = ItemRequest.model_validate(fields)
+        except ValidationError as e:
+            yield InputProblem(source, f"invalid request: {e.errors()[0]['msg']}")
+            continue
+        doc = request.model_dump(exclude_none=True)
+        if not doc["extra_packages"]:
+            del doc["extra_packages"]
+        yield InputRecord(source, doc)
 
 
 @click.command("inventory")
-@click.argument("inventory", metavar="URLS.txt")
+@click.argument("inventory", metavar="SOURCE")
 @click.option(
     "--package",
     "package_name",
@@ -88,8 +77,14 @@ def build_requests(
     show_default=True,
     help="the create-item argument built from each href",
 )
+@click.option("--prefix", help="Only hrefs starting with this (s3://bucket/key for S3 Inventory).")
+@click.option("--suffix", help="Only hrefs ending with this, e.g. .tif")
+@click.option("--match", "pattern", help="Only hrefs a Python regular expression finds a match in.")
 @click.option("--stack", "stack_name", metavar="NAME", help=STACK_HELP)
 @click.option("--dry-run", is_flag=True, help="Print the requests as NDJSON instead of publishing.")
+@click.option(
+    "--show", type=click.IntRange(min=0), help="With --dry-run: print only the first N requests."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def inventory(
     inventory: str,
@@ -99,11 +94,20 @@ def inventory(
     options: tuple[str, ...],
     extra_packages: tuple[str, ...],
     arg_template: str,
+    prefix: str | None,
+    suffix: str | None,
+    pattern: str | None,
     stack_name: str | None,
     dry_run: bool,
+    show: int | None,
     as_json: bool,
 ) -> None:
-    """Publish one item request per href in URLS.txt (blank lines and # comments are skipped)."""
+    """Publish one item request per href of SOURCE.
+
+    SOURCE is a list of hrefs (one per line; blank lines and # comments are skipped) or an S3
+    Inventory manifest.json (local, in a copy of the destination bucket, or s3://), whose CSV,
+    Parquet or ORC files list the objects; only current objects are taken.
+    """
     if "{href}" not in arg_template:
         raise click.BadParameter("must contain {href}", param_hint="--arg-template")
     if not dry_run and not stack_name:
@@ -119,14 +123,25 @@ def inventory(
         ItemRequest.model_validate({**template, "create_item_args": ["x"]})
     except ValidationError as e:
         raise click.BadParameter(e.errors()[0]["msg"], param_hint="--package/--group") from None
-    check_files([inventory])
-    requests = build_requests(inventory, template, arg_template)
+    try:
+        regex = re.compile(pattern) if pattern is not None else None
+    except re.error as e:
+        raise click.BadParameter(f"not a regular expression: {e}", param_hint="--match") from None
+    keep = HrefFilter(prefix=prefix, suffix=suffix, pattern=regex)
+    if not inventory.startswith("s3://"):
+        check_files([inventory])
+    requests = build_requests(read_hrefs(inventory, keep), template, arg_template)
     if dry_run:
+        count = 0
         for record in requests:
             if isinstance(record, InputProblem):
                 click.echo(f"{record.source}: {record.reason}", err=True)
-            else:
+                continue
+            if show is None or count < show:
                 click.echo(json.dumps(record.obj))
+            count += 1
+        shown = count if show is None else min(show, count)
+        click.echo(f"{count} requests ({shown} shown); nothing was published", err=True)
         return
     outputs = resolve_stack(stack_name, client("cloudformation"))
     publish_documents(requests, outputs, sns_client(), as_json=as_json)
