@@ -189,3 +189,23 @@ def test_publisher_stops_on_an_error_retrying_cannot_fix(deployed):
         publisher.close()
     # retrying the same call cannot fix a missing topic: it is not classed as transient
     assert not issubclass(PublishAborted, TransientError)
+
+
+def test_parallel_workers_publish_every_message_once(deployed):
+    calls: list[int] = []
+    publisher = BatchPublisher(_counting(deployed.sns, calls), workers=4)
+    topic = deployed.outputs["ItemGenSNSTopicArn"]
+    for n in range(205):
+        publisher.add(topic, json.dumps({"n": n}), f"f:{n}")
+    summary = publisher.close()
+    assert sorted(calls) == [5] + [10] * 20
+    assert (summary.published, summary.failed, summary.errors) == (205, 0, [])
+    assert sorted(m["n"] for m in deployed.published("gen")) == list(range(205))
+
+
+def test_parallel_workers_stop_on_an_error_retrying_cannot_fix(deployed):
+    publisher = BatchPublisher(deployed.sns, workers=4)
+    with pytest.raises(PublishAborted, match="missing"):
+        for n in range(200):
+            publisher.add("arn:aws:sns:us-east-1:123456789012:missing", "{}", f"f:{n}")
+        publisher.close()

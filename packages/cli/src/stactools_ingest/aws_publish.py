@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,6 +144,11 @@ class BatchPublisher:
     botocore (give a client from ``sns_client``); entries a call reports failed for throttling or
     the service's own trouble are retried here with jittered exponential backoff. An entry that
     still fails, or that SNS rejects as bad input, is reported by its source.
+
+    With ``workers`` > 1, batches are sent by that many threads at once (boto3 clients are
+    thread-safe), at most two batches per worker waiting. Batches then reach SNS out of input
+    order, so SNS's Timestamp no longer follows the input's line order: use it only where order
+    carries no meaning (item requests of distinct hrefs), never for two versions of one item.
     """
 
     def __init__(
@@ -154,6 +161,7 @@ class BatchPublisher:
         sleep: Callable[[float], None] = time.sleep,
         on_error: Callable[[str, str], None] | None = None,
         on_progress: Callable[[PublishSummary], None] | None = None,
+        workers: int = 1,
     ) -> None:
         self.sns = sns
         self.max_attempts = max_attempts
@@ -165,14 +173,20 @@ class BatchPublisher:
         self.summary = PublishSummary()
         self._buffers: dict[str, list[_Pending]] = {}
         self._started = time.monotonic()
+        self._lock = threading.RLock()  # the summary and the callbacks, across sending threads
+        self._pool = ThreadPoolExecutor(workers, "publish") if workers > 1 else None
+        self._slots = threading.BoundedSemaphore(2 * workers)
+        self._sending: set[Future[None]] = set()
+        self._aborted: BaseException | None = None
 
     def fail(self, source: str, reason: str) -> None:
         """Count an input that will not be published (malformed, invalid, too large)."""
-        self.summary.failed += 1
-        self.summary.errors.append({"source": source, "reason": reason})
-        if self.on_error:
-            self.on_error(source, reason)
-        self._progress()
+        with self._lock:
+            self.summary.failed += 1
+            self.summary.errors.append({"source": source, "reason": reason})
+            if self.on_error:
+                self.on_error(source, reason)
+            self._progress()
 
     def add(self, topic_arn: str, message: str, source: str) -> None:
         """Queue one message for a topic, sending the topic's batch when it is full."""
@@ -186,18 +200,48 @@ class BatchPublisher:
             return
         buffer = self._buffers.setdefault(topic_arn, [])
         if len(buffer) == SNS_BATCH_ENTRIES or sum(p.size for p in buffer) + size > SNS_MAX_BYTES:
-            self._send(topic_arn, buffer)
+            self._dispatch(topic_arn, list(buffer))
             buffer.clear()
         buffer.append(_Pending(source, message, size))
 
     def close(self) -> PublishSummary:
-        """Send what is buffered and return the summary."""
-        for topic_arn, buffer in self._buffers.items():
-            if buffer:
-                self._send(topic_arn, buffer)
-                buffer.clear()
+        """Send what is buffered, wait for every batch, and return the summary."""
+        try:
+            for topic_arn, buffer in self._buffers.items():
+                if buffer:
+                    self._dispatch(topic_arn, list(buffer))
+                    buffer.clear()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+        self._raise_if_aborted()
         self.summary.seconds = time.monotonic() - self._started
         return self.summary
+
+    def _dispatch(self, topic_arn: str, batch: list[_Pending]) -> None:
+        """Send ``batch`` now, or hand it to a sending thread once one of its slots is free."""
+        self._raise_if_aborted()
+        if self._pool is None:
+            self._send(topic_arn, batch)
+            return
+        self._slots.acquire()
+        future = self._pool.submit(self._send, topic_arn, batch)
+        self._sending.add(future)
+        future.add_done_callback(self._sent)
+
+    def _sent(self, future: Future[None]) -> None:
+        self._sending.discard(future)
+        self._slots.release()
+        error = future.exception()
+        if error is not None and self._aborted is None:
+            self._aborted = error
+
+    def _raise_if_aborted(self) -> None:
+        """Re-raise, in the caller's thread, what stopped a sending thread (PublishAborted)."""
+        if self._aborted is not None:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+            raise self._aborted
 
     def _delay(self, attempt: int) -> float:
         return min(self.max_delay, self.base_delay * 2**attempt) * random.uniform(0.5, 1.0)
@@ -219,7 +263,8 @@ class BatchPublisher:
                 # botocore has already retried the whole call (adaptive mode) when that could help
                 code = e.response["Error"].get("Code", "")
                 if code not in RETRYABLE_CODES:
-                    self.summary.seconds = time.monotonic() - self._started
+                    with self._lock:
+                        self.summary.seconds = time.monotonic() - self._started
                     raise PublishAborted(
                         f"SNS refused publishing to {topic_arn} ({code}: "
                         f"{e.response['Error'].get('Message', '')}); "
@@ -230,9 +275,10 @@ class BatchPublisher:
             except BotoCoreError as e:  # connection trouble that outlasted botocore's retries
                 reasons = {i: f"{e} after botocore's retries" for i in pending}
                 break
-            for ok in response.get("Successful", []):
-                pending.pop(int(ok["Id"]), None)
-                self.summary.published += 1
+            with self._lock:
+                for ok in response.get("Successful", []):
+                    pending.pop(int(ok["Id"]), None)
+                    self.summary.published += 1
             retry: dict[int, _Pending] = {}
             for bad in response.get("Failed", []):
                 index = int(bad["Id"])
@@ -243,7 +289,8 @@ class BatchPublisher:
                     retry[index] = pending.pop(index)
                     reasons[index] = f"{reason} after {attempt + 1} attempts"
             pending = retry
-            self._progress()
+            with self._lock:
+                self._progress()
             if not pending:
                 return
         for index, p in pending.items():

@@ -85,6 +85,13 @@ def build_requests(
 @click.option(
     "--show", type=click.IntRange(min=0), help="With --dry-run: print only the first N requests."
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=8,
+    show_default=True,
+    help="SNS publish_batch calls in flight at once.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def inventory(
     inventory: str,
@@ -100,6 +107,7 @@ def inventory(
     stack_name: str | None,
     dry_run: bool,
     show: int | None,
+    workers: int,
     as_json: bool,
 ) -> None:
     """Publish one item request per href of SOURCE.
@@ -144,4 +152,4 @@ def inventory(
         click.echo(f"{count} requests ({shown} shown); nothing was published", err=True)
         return
     outputs = resolve_stack(stack_name, client("cloudformation"))
-    publish_documents(requests, outputs, sns_client(), as_json=as_json)
+    publish_documents(requests, outputs, sns_client(), as_json=as_json, workers=workers)

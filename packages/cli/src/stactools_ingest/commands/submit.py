@@ -77,18 +77,23 @@ def publish_documents(
     sns: Any,
     *,
     as_json: bool = False,
+    workers: int = 1,
 ) -> PublishSummary:
     """Route each document to its topic, publish in batches, print the summary, fail if any failed.
 
     Shared by ``submit`` and ``inventory``: requests go to the ItemGen topic, STAC documents to the
     ItemLoad topic; an input that is malformed or invalid is reported by source and skipped.
+    ``workers`` > 1 sends batches in parallel, out of input order: ``submit`` keeps one, so a
+    later line's version of an item is also published later and wins.
     """
     topics = {
         "gen": output(outputs, "ItemGenSNSTopicArn"),
         "load": output(outputs, "ItemLoadTopicArn"),
     }
     with _Display() as display:
-        publisher = BatchPublisher(sns, on_error=display.error, on_progress=display.progress)
+        publisher = BatchPublisher(
+            sns, on_error=display.error, on_progress=display.progress, workers=workers
+        )
         for record in documents:
             if isinstance(record, InputProblem):
                 publisher.fail(record.source, record.reason)
