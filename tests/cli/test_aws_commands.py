@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 from factories import collection, item
-from moto_stack import STACK
+from moto_stack import STACK, Wrapped
 
 from stactools_ingest.aws_stack import StackNotFound
+from stactools_ingest.checkpoint import CheckpointMismatch
 from stactools_ingest.commands import aws_status, inventory, submit
 from stactools_ingest.inputs import InputFileError
 
@@ -283,3 +284,48 @@ def test_dlq_list_on_the_stack_shows_the_full_reason(deployed):
     assert "detail " * 40 in text.stdout
     [row] = [json.loads(line) for line in as_json.stdout.splitlines()]
     assert row["reason"] == reason
+
+
+def test_a_killed_backfill_resumes_from_its_checkpoint_and_sends_nothing_twice(
+    deployed, tmp_path, monkeypatch
+):
+    # GIVEN 95 hrefs, and a publisher killed at its fourth call (before SNS takes it)
+    path = write_lines(tmp_path / "urls.txt", [f"s3://bucket/t{n:03d}.tif" for n in range(95)])
+    checkpoint = tmp_path / "backfill.json"
+    calls = []
+
+    def killed_at_the_fourth(**kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt  # what a kill does to the loop, short of the process
+        return deployed.sns.publish_batch(**kwargs)
+
+    args = inventory_args(path, "--stack", STACK, "--checkpoint", str(checkpoint), "--workers", "1")
+    monkeypatch.setattr(
+        inventory, "sns_client", lambda: Wrapped(deployed.sns, publish_batch=killed_at_the_fourth)
+    )
+    killed = invoke(INVENTORY, args)
+    assert killed.exit_code != 0
+    assert json.loads(checkpoint.read_text())["done"] == 30
+    # WHEN it runs again
+    monkeypatch.setattr(inventory, "sns_client", lambda: deployed.sns)
+    resumed = invoke(INVENTORY, [*args, "--json"])
+    # THEN it sends only the rest, and every href arrives exactly once
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["published"] == 65
+    hrefs = [r["create_item_args"][0] for r in deployed.published("gen")]
+    assert sorted(hrefs) == [f"s3://bucket/t{n:03d}.tif" for n in range(95)]
+    # AND a finished backfill sends nothing again
+    again = invoke(INVENTORY, args)
+    assert again.exit_code == 0 and "already submitted" in again.stderr
+    assert deployed.published("gen") == []
+
+
+def test_a_checkpoint_of_another_backfill_is_refused(deployed, tmp_path):
+    path = write_lines(tmp_path / "urls.txt", INVENTORY_LINES)
+    checkpoint = tmp_path / "backfill.json"
+    args = inventory_args(path, "--stack", STACK, "--checkpoint", str(checkpoint))
+    assert invoke(INVENTORY, args).exit_code == 0
+    other = invoke(INVENTORY, [*args, "--suffix", ".xml"])
+    assert isinstance(other.exception, CheckpointMismatch)
+    assert "is for another backfill" in str(other.exception)

@@ -162,8 +162,10 @@ class BatchPublisher:
         on_error: Callable[[str, str], None] | None = None,
         on_progress: Callable[[PublishSummary], None] | None = None,
         workers: int = 1,
+        on_settled: Callable[[str], None] | None = None,
     ) -> None:
         self.sns = sns
+        self.on_settled = on_settled
         self.max_attempts = max_attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -186,6 +188,8 @@ class BatchPublisher:
             self.summary.errors.append({"source": source, "reason": reason})
             if self.on_error:
                 self.on_error(source, reason)
+            if self.on_settled:
+                self.on_settled(source)
             self._progress()
 
     def add(self, topic_arn: str, message: str, source: str) -> None:
@@ -277,8 +281,10 @@ class BatchPublisher:
                 break
             with self._lock:
                 for ok in response.get("Successful", []):
-                    pending.pop(int(ok["Id"]), None)
+                    sent = pending.pop(int(ok["Id"]), None)
                     self.summary.published += 1
+                    if sent is not None and self.on_settled:
+                        self.on_settled(sent.source)
             retry: dict[int, _Pending] = {}
             for bad in response.get("Failed", []):
                 index = int(bad["Id"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 from item_gen.models import ItemRequest
 from stactools_ingest.aws_publish import sns_client
 from stactools_ingest.aws_stack import STACK_HELP, client, resolve_stack
+from stactools_ingest.checkpoint import Checkpoint
 from stactools_ingest.commands.submit import publish_documents
 from stactools_ingest.inputs import InputProblem, InputRecord, check_files
 from stactools_ingest.inventories import HrefFilter, read_hrefs
@@ -86,6 +88,12 @@ def build_requests(
     "--show", type=click.IntRange(min=0), help="With --dry-run: print only the first N requests."
 )
 @click.option(
+    "--checkpoint",
+    "checkpoint_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="File recording how far the backfill got: a rerun with it skips what was submitted.",
+)
+@click.option(
     "--workers",
     type=click.IntRange(1, 64),
     default=8,
@@ -107,6 +115,7 @@ def inventory(
     stack_name: str | None,
     dry_run: bool,
     show: int | None,
+    checkpoint_path: Path | None,
     workers: int,
     as_json: bool,
 ) -> None:
@@ -138,8 +147,9 @@ def inventory(
     keep = HrefFilter(prefix=prefix, suffix=suffix, pattern=regex)
     if not inventory.startswith("s3://"):
         check_files([inventory])
-    requests = build_requests(read_hrefs(inventory, keep), template, arg_template)
+    hrefs = read_hrefs(inventory, keep)
     if dry_run:
+        requests = build_requests(hrefs, template, arg_template)
         count = 0
         for record in requests:
             if isinstance(record, InputProblem):
@@ -152,4 +162,44 @@ def inventory(
         click.echo(f"{count} requests ({shown} shown); nothing was published", err=True)
         return
     outputs = resolve_stack(stack_name, client("cloudformation"))
-    publish_documents(requests, outputs, sns_client(), as_json=as_json, workers=workers)
+    if checkpoint_path is None:
+        requests = build_requests(hrefs, template, arg_template)
+        publish_documents(requests, outputs, sns_client(), as_json=as_json, workers=workers)
+        return
+    identity = {
+        "source": inventory,
+        "filters": [prefix, suffix, pattern],
+        "template": template,
+        "arg_template": arg_template,
+    }
+    checkpoint = Checkpoint(checkpoint_path, identity)
+    if checkpoint.finished:
+        click.echo(
+            f"already submitted in full (checkpoint {checkpoint_path}); delete it to submit again",
+            err=True,
+        )
+        return
+    if checkpoint.done:
+        click.echo(
+            f"resuming after {checkpoint.done} rows (checkpoint {checkpoint_path})", err=True
+        )
+    rows: dict[str, int] = {}  # the source of each row read and not yet settled
+
+    def remaining() -> Iterator[tuple[str, str]]:
+        for row, (where, href) in enumerate(hrefs):
+            if row >= checkpoint.done:
+                rows[where] = row
+                yield where, href
+
+    def settled(where: str) -> None:
+        checkpoint.settle(rows.pop(where))
+
+    publish_documents(
+        build_requests(remaining(), template, arg_template),
+        outputs,
+        sns_client(),
+        as_json=as_json,
+        workers=workers,
+        on_settled=settled,
+    )
+    checkpoint.finish()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
@@ -78,6 +78,7 @@ def publish_documents(
     *,
     as_json: bool = False,
     workers: int = 1,
+    on_settled: Callable[[str], None] | None = None,
 ) -> PublishSummary:
     """Route each document to its topic, publish in batches, print the summary, fail if any failed.
 
@@ -92,7 +93,11 @@ def publish_documents(
     }
     with _Display() as display:
         publisher = BatchPublisher(
-            sns, on_error=display.error, on_progress=display.progress, workers=workers
+            sns,
+            on_error=display.error,
+            on_progress=display.progress,
+            workers=workers,
+            on_settled=on_settled,
         )
         for record in documents:
             if isinstance(record, InputProblem):
