@@ -189,7 +189,7 @@ def test_inventory_dry_run_prints_requests_and_applies_the_template(tmp_path):
     [
         (["--option", "no-equals-sign", "--dry-run"], "'no-equals-sign' is not KEY=VALUE"),
         (["--arg-template", "{url}", "--dry-run"], "must contain {href}"),
-        ([], "--stack NAME is required (or use --dry-run)"),
+        (["--checkpoint", "x.json"], "--checkpoint is for --stack"),
     ],
 )
 def test_inventory_rejects_bad_options(tmp_path, extra, message):

@@ -11,7 +11,15 @@ import time
 from pathlib import Path
 
 from factories import collection, item
-from geotiffs import GLAD_COLLECTION, glad_collection_request, glad_item_request, glad_tiles
+from geotiffs import (
+    GLAD_COLLECTION,
+    GLAD_EXTRAS,
+    GLAD_GROUP,
+    GLAD_PACKAGE,
+    glad_collection_request,
+    glad_item_request,
+    glad_tiles,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "glad" / "requests.ndjson"
@@ -309,3 +317,27 @@ def test_pretty_printed_json_with_one_syntax_error_is_one_error(pgstac, tmp_path
     assert message.startswith(f"{path}:{line}:7: not valid JSON: unexpected character")
     s = summary(result)
     assert (s["documents"], s["input_errors"], s["failed"]) == (1, 1, 1)
+
+
+def test_inventory_without_a_stack_runs_the_local_pipeline(pgstac, tmp_path):
+    # GIVEN the collection in pgstac and a list of two tiles' paths
+    tifs = glad_tiles(tmp_path)
+    setup = tmp_path / "collection.ndjson"
+    setup.write_text(json.dumps(glad_collection_request()) + "\n")
+    assert cli("run", str(setup), "--dsn", pgstac.dsn, "-q").returncode == 0
+    urls = tmp_path / "urls.txt"
+    urls.write_text("".join(f"{t}\n" for t in tifs))
+    extras = [arg for extra in GLAD_EXTRAS for arg in ("--extra-package", extra)]
+    args = [
+        "inventory", str(urls), "--package", GLAD_PACKAGE, "--group", GLAD_GROUP, *extras,
+        "--option", f"href-format={tmp_path}/{{year}}/{{loc}}.tif", "--dsn", pgstac.dsn, "--json",
+    ]  # fmt: skip
+    # WHEN the inventory runs with no --stack
+    result = cli(*args)
+    # THEN its requests ran here, and their items are in pgstac
+    assert result.returncode == 0, result.stderr
+    assert summary(result)["items_loaded"] == 2
+    assert pgstac.item_ids(GLAD_COLLECTION) == ["2020_50N_010E", "2020_50N_020E"]
+    # AND running it again submits nothing new (the local queue's ids come from content)
+    again = cli(*args)
+    assert again.returncode == 0 and summary(again)["items_loaded"] == 0

@@ -16,6 +16,7 @@ from item_gen.models import ItemRequest
 from stactools_ingest.aws_publish import sns_client
 from stactools_ingest.aws_stack import STACK_HELP, client, resolve_stack
 from stactools_ingest.checkpoint import Checkpoint
+from stactools_ingest.commands.run import RUN_WORKERS, run_locally
 from stactools_ingest.commands.submit import publish_documents
 from stactools_ingest.inputs import InputProblem, InputRecord, check_files
 from stactools_ingest.inventories import HrefFilter, read_hrefs
@@ -96,9 +97,12 @@ def build_requests(
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
-    default=8,
-    show_default=True,
-    help="SNS publish_batch calls in flight at once.",
+    help="With --stack, SNS publish_batch calls in flight at once (8); without, ItemGen workers "
+    "(run's default).",
+)
+@click.option(
+    "--dsn",
+    help="Without --stack: the target pgstac (default: PGSTAC_DSN, PG* variables, else embedded).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def inventory(
@@ -116,19 +120,19 @@ def inventory(
     dry_run: bool,
     show: int | None,
     checkpoint_path: Path | None,
-    workers: int,
+    workers: int | None,
+    dsn: str | None,
     as_json: bool,
 ) -> None:
     """Publish one item request per href of SOURCE.
 
     SOURCE is a list of hrefs (one per line; blank lines and # comments are skipped) or an S3
     Inventory manifest.json (local, in a copy of the destination bucket, or s3://), whose CSV,
-    Parquet or ORC files list the objects; only current objects are taken.
+    Parquet or ORC files list the objects; only current objects are taken. Without --stack the
+    requests run here, through `run`'s local pipeline and queue (a rerun submits nothing twice).
     """
     if "{href}" not in arg_template:
         raise click.BadParameter("must contain {href}", param_hint="--arg-template")
-    if not dry_run and not stack_name:
-        raise click.UsageError("--stack NAME is required (or use --dry-run)")
     template: dict[str, Any] = {
         "package_name": package_name,
         "group_name": group_name,
@@ -161,6 +165,16 @@ def inventory(
         shown = count if show is None else min(show, count)
         click.echo(f"{count} requests ({shown} shown); nothing was published", err=True)
         return
+    if not stack_name:
+        if checkpoint_path is not None:
+            raise click.UsageError("--checkpoint is for --stack; the local queue resumes by itself")
+        run_locally(
+            build_requests(hrefs, template, arg_template),
+            dsn,
+            workers=workers or RUN_WORKERS,
+            as_json=as_json,
+        )
+    workers = workers or 8
     outputs = resolve_stack(stack_name, client("cloudformation"))
     if checkpoint_path is None:
         requests = build_requests(hrefs, template, arg_template)

@@ -6,14 +6,19 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterable
+from typing import NoReturn
 
 import click
 
 from item_gen.settings import GenSettings
-from stactools_ingest.inputs import check_files, read_inputs
+from stactools_ingest.inputs import InputProblem, InputRecord, check_files, read_inputs
 from stactools_ingest.pipeline import Enqueued, LocalPipeline, RunSummary
 from stactools_ingest.progress import Reporter
 from stactools_ingest.target import resolve_dsn
+
+RUN_WORKERS = max(2, os.cpu_count() or 2)
+"""ItemGen workers by default: one warm stactools process per core."""
 
 
 def _print_summary(summary: RunSummary, as_json: bool) -> None:
@@ -38,7 +43,7 @@ def _print_summary(summary: RunSummary, as_json: bool) -> None:
 @click.option(
     "--workers",
     type=int,
-    default=max(2, os.cpu_count() or 2),
+    default=RUN_WORKERS,
     show_default=True,
     help="ItemGen workers running stactools packages in parallel (one warm process each).",
 )
@@ -94,10 +99,39 @@ def run(
     Running the same command again after an interruption finishes the work; running it over a
     finished file changes nothing. Exits 0 only when nothing failed or was dead-lettered.
     """
+    check_files(list(files))
+    run_locally(
+        read_inputs(list(files)),
+        dsn,
+        workers=workers,
+        batch_size=batch_size,
+        max_receives=max_receives,
+        visibility_timeout=visibility_timeout,
+        request_timeout=request_timeout,
+        create_collections=create_collections,
+        as_json=as_json,
+        quiet=quiet,
+    )
+
+
+def run_locally(
+    records: Iterable[InputRecord | InputProblem] | None,
+    dsn: str | None,
+    *,
+    workers: int,
+    batch_size: int = 1000,
+    max_receives: int = 5,
+    visibility_timeout: float = 600.0,
+    request_timeout: float | None = None,
+    create_collections: bool = False,
+    as_json: bool = False,
+    quiet: bool = False,
+) -> NoReturn:
+    """The local pipeline over ``records`` (``run``'s, or ``inventory``'s without a stack),
+    with progress and summary; exits 0 only when nothing failed."""
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr
     )
-    check_files(list(files))
     gen_settings = GenSettings()
     if request_timeout is not None:
         gen_settings.request_timeout_seconds = request_timeout
@@ -116,7 +150,7 @@ def run(
         summary = pipeline.run(
             enqueued,
             on_tick=reporter.tick,
-            records=read_inputs(list(files)),
+            records=records,
             on_problem=lambda p: click.echo(f"{p.source}: {p.reason}", err=True),
         )
     finally:
