@@ -20,6 +20,8 @@ from stactools_ingest.commands.run import RUN_WORKERS, run_locally
 from stactools_ingest.commands.submit import publish_documents
 from stactools_ingest.inputs import InputProblem, InputRecord, check_files
 from stactools_ingest.inventories import HrefFilter, read_hrefs
+from stactools_ingest.pipeline import LocalPipeline
+from stactools_ingest.target import resolve_dsn
 
 
 def _parse_options(values: tuple[str, ...]) -> dict[str, str]:
@@ -168,12 +170,8 @@ def inventory(
     if not stack_name:
         if checkpoint_path is not None:
             raise click.UsageError("--checkpoint is for --stack; the local queue resumes by itself")
-        run_locally(
-            build_requests(hrefs, template, arg_template),
-            dsn,
-            workers=workers or RUN_WORKERS,
-            as_json=as_json,
-        )
+        pipeline = LocalPipeline(resolve_dsn(dsn), gen_workers=workers or RUN_WORKERS)
+        run_locally(pipeline, build_requests(hrefs, template, arg_template), as_json=as_json)
     workers = workers or 8
     outputs = resolve_stack(stack_name, client("cloudformation"))
     if checkpoint_path is None:

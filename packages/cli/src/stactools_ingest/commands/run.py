@@ -100,38 +100,6 @@ def run(
     finished file changes nothing. Exits 0 only when nothing failed or was dead-lettered.
     """
     check_files(list(files))
-    run_locally(
-        read_inputs(list(files)),
-        dsn,
-        workers=workers,
-        batch_size=batch_size,
-        max_receives=max_receives,
-        visibility_timeout=visibility_timeout,
-        request_timeout=request_timeout,
-        create_collections=create_collections,
-        as_json=as_json,
-        quiet=quiet,
-    )
-
-
-def run_locally(
-    records: Iterable[InputRecord | InputProblem] | None,
-    dsn: str | None,
-    *,
-    workers: int,
-    batch_size: int = 1000,
-    max_receives: int = 5,
-    visibility_timeout: float = 600.0,
-    request_timeout: float | None = None,
-    create_collections: bool = False,
-    as_json: bool = False,
-    quiet: bool = False,
-) -> NoReturn:
-    """The local pipeline over ``records`` (``run``'s, or ``inventory``'s without a stack),
-    with progress and summary; exits 0 only when nothing failed."""
-    logging.basicConfig(
-        level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr
-    )
     gen_settings = GenSettings()
     if request_timeout is not None:
         gen_settings.request_timeout_seconds = request_timeout
@@ -143,6 +111,21 @@ def run_locally(
         max_receives=max_receives,
         gen_settings=gen_settings,
         create_collections_if_missing=create_collections,
+    )
+    run_locally(pipeline, read_inputs(list(files)), as_json=as_json, quiet=quiet)
+
+
+def run_locally(
+    pipeline: LocalPipeline,
+    records: Iterable[InputRecord | InputProblem] | None,
+    *,
+    as_json: bool = False,
+    quiet: bool = False,
+) -> NoReturn:
+    """``pipeline`` over ``records`` (``run``'s, or ``inventory``'s without a stack), with
+    progress and summary; exits 0 only when nothing failed."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(message)s", stream=sys.stderr
     )
     enqueued = Enqueued()
     reporter = Reporter(enqueued, sys.stderr, quiet=quiet or as_json)
