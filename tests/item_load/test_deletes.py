@@ -185,3 +185,12 @@ def test_a_batch_of_deletes_refreshes_each_partition_once(with_collection, load,
     assert failed_ids(result) == set()
     assert _ids(with_collection) == set()
     assert len(refreshed) == len(set(refreshed)) == 1
+
+
+def test_a_delete_for_an_unknown_collection_succeeds_with_a_warning(with_collection, load, caplog):
+    assert failed_ids(_send(load, (item("kept"), NOW))) == set()
+    result = _send(load, (_delete(["kept"], "no-such-collection"), NOW + timedelta(seconds=1)))
+    assert failed_ids(result) == set()
+    assert _ids(with_collection) == {"kept"}
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert [r.getMessage() for r in warned] == ["delete for an unknown collection"]

@@ -432,6 +432,7 @@ class BatchLoader:
             return math.inf if doc.sent_at is None else doc.sent_at
 
         touched: dict[str, set[str]] = defaultdict(set)
+        known, _ = self._existing_collections({d.body["collection"] for d in docs})
         for doc in sorted(docs, key=sent):
             collection = doc.body["collection"]
             ids = list(dict.fromkeys(doc.body["ids"]))
@@ -452,7 +453,6 @@ class BatchLoader:
             outcome.items_deleted += len(deleted)
             touched[collection] |= partitions
             missing = [i for i in ids if i not in deleted]
-            known, _ = self._existing_collections([collection])
             logger.log(
                 logging.INFO if collection in known else logging.WARNING,
                 "deleted items" if collection in known else "delete for an unknown collection",
