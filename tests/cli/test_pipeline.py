@@ -210,6 +210,11 @@ def test_a_document_neither_loaded_nor_queued_counts_as_failed(pgstac):
     assert (summary.documents, summary.succeeded, summary.failed) == (1, 0, 1)
 
 
+def _rows(pgstac, query: str) -> list[tuple]:
+    with pgstac.connect() as conn:
+        return conn.execute(query).fetchall()
+
+
 def versioned(item_id: str, platform: str) -> dict:
     doc = item(item_id, "v")
     doc["properties"]["platform"] = platform
@@ -228,10 +233,10 @@ def test_a_later_line_wins_over_an_earlier_copy_of_the_item_when_both_are_queued
     summary = LocalPipeline(pgstac.dsn, gen_workers=0).run(records=read_inputs([str(path)]))
     # THEN every item holds its later version
     assert summary.failed == 0
-    with pgstac.connect() as conn:
-        platforms = conn.execute(
-            "SELECT DISTINCT content->'properties'->>'platform' FROM items WHERE collection = 'v'"
-        ).fetchall()
+    platforms = _rows(
+        pgstac,
+        "SELECT DISTINCT content->'properties'->>'platform' FROM items WHERE collection = 'v'",
+    )
     assert platforms == [("new",)]
 
 
@@ -305,8 +310,7 @@ def test_a_line_read_through_a_pointer_is_as_late_as_its_place_in_the_file(pgsta
     summary = LocalPipeline(pgstac.dsn, gen_workers=0).run(records=read_inputs([str(path)]))
     # THEN what the pointer holds came later than the lines before it
     assert summary.failed == 0
-    with pgstac.connect() as conn:
-        rows = conn.execute(
-            "SELECT id, content->'properties'->>'platform' FROM items WHERE collection = 'v'"
-        ).fetchall()
+    rows = _rows(
+        pgstac, "SELECT id, content->'properties'->>'platform' FROM items WHERE collection = 'v'"
+    )
     assert rows == [("p1", "new")]
