@@ -178,7 +178,6 @@ class BatchPublisher:
         self._lock = threading.RLock()  # the summary and the callbacks, across sending threads
         self._pool = ThreadPoolExecutor(workers, "publish") if workers > 1 else None
         self._slots = threading.BoundedSemaphore(2 * workers)
-        self._sending: set[Future[None]] = set()
         self._aborted: BaseException | None = None
 
     def fail(self, source: str, reason: str) -> None:
@@ -230,11 +229,9 @@ class BatchPublisher:
             return
         self._slots.acquire()
         future = self._pool.submit(self._send, topic_arn, batch)
-        self._sending.add(future)
         future.add_done_callback(self._sent)
 
     def _sent(self, future: Future[None]) -> None:
-        self._sending.discard(future)
         self._slots.release()
         error = future.exception()
         if error is not None and self._aborted is None:
