@@ -16,12 +16,9 @@ from item_gen.models import ItemRequest
 from stactools_ingest.aws_publish import sns_client
 from stactools_ingest.aws_stack import STACK_HELP, client, resolve_stack
 from stactools_ingest.checkpoint import Checkpoint
-from stactools_ingest.commands.run import RUN_WORKERS, run_locally
 from stactools_ingest.commands.submit import publish_documents
 from stactools_ingest.inputs import InputProblem, InputRecord, check_files
 from stactools_ingest.inventories import HrefFilter, read_hrefs
-from stactools_ingest.pipeline import LocalPipeline
-from stactools_ingest.target import resolve_dsn
 
 
 def _parse_options(values: tuple[str, ...]) -> dict[str, str]:
@@ -170,6 +167,11 @@ def inventory(
     if not stack_name:
         if checkpoint_path is not None:
             raise click.UsageError("--checkpoint is for --stack; the local queue resumes by itself")
+        # Imported here: publishing to a stack needs none of the local pipeline's packages.
+        from stactools_ingest.commands.run import RUN_WORKERS, run_locally
+        from stactools_ingest.pipeline import LocalPipeline
+        from stactools_ingest.target import resolve_dsn
+
         pipeline = LocalPipeline(resolve_dsn(dsn), gen_workers=workers or RUN_WORKERS)
         run_locally(pipeline, build_requests(hrefs, template, arg_template), as_json=as_json)
     workers = workers or 8
