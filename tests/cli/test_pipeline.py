@@ -314,3 +314,24 @@ def test_a_line_read_through_a_pointer_is_as_late_as_its_place_in_the_file(pgsta
         pgstac, "SELECT id, content->'properties'->>'platform' FROM items WHERE collection = 'v'"
     )
     assert rows == [("p1", "new")]
+
+
+def test_a_catalog_line_loads_beside_the_collections(pgstac, tmp_path):
+    # GIVEN a file with a Catalog (multi-tenant catalogs), a collection and an item
+    catalog = {
+        "type": "Catalog",
+        "stac_version": "1.0.0",
+        "id": "tenant",
+        "description": "groups collections",
+        "links": [],
+    }
+    path = tmp_path / "docs.ndjson"
+    lines = [catalog, collection("t"), item("t1", "t")]
+    path.write_text("".join(json.dumps(d) + "\n" for d in lines))
+    # WHEN it runs
+    summary = LocalPipeline(pgstac.dsn, gen_workers=0).run(records=read_inputs([str(path)]))
+    # THEN all three landed: the catalog in the collections table, as eoapi-cdk's loader does
+    assert (summary.failed, summary.collections_loaded, summary.items_loaded) == (0, 2, 1)
+    with pgstac.connect() as conn:
+        kinds = conn.execute("SELECT id, content->>'type' FROM collections ORDER BY id").fetchall()
+    assert kinds == [("t", "Collection"), ("tenant", "Catalog")]

@@ -226,7 +226,7 @@ def test_fetched_json_that_is_not_stac_leaks_no_keys_or_values(server):
     with pytest.raises(InvalidMessage) as exc:
         documents_from_message({"href": f"{server}/secret.json?sig=abc"}, "m1", None, fetcher)
     assert reason(exc) == (
-        f"{server}/secret.json?… is not a STAC Item, Collection, FeatureCollection, "
+        f"{server}/secret.json?… is not a STAC Item, Collection, Catalog, FeatureCollection, "
         "Delete, href pointer or S3 event"
     )
     for leaked in ("aws_secret", "s3cr3t", "Token", "t0ken", "sig=abc"):
@@ -235,11 +235,10 @@ def test_fetched_json_that_is_not_stac_leaks_no_keys_or_values(server):
 
 def test_inline_message_that_is_not_stac_names_no_keys():
     with pytest.raises(InvalidMessage) as exc:
-        documents_from_message({"password_field": 1, "type": "Catalog"}, "m1", None)
+        documents_from_message({"password_field": 1, "type": "Catalogue"}, "m1", None)
     assert reason(exc) == (
-        "message is not a STAC Item, Collection, FeatureCollection, Delete, href pointer or S3 "
-        "event "
-        "(type='Catalog')"
+        "message is not a STAC Item, Collection, Catalog, FeatureCollection, Delete, href "
+        "pointer or S3 event (type='Catalogue')"
     )
 
 

@@ -466,3 +466,41 @@ def test_stats_interval_zero_refreshes_every_batch(with_collection, load, monkey
     first = last_updated()
     assert failed_ids(load([sqs_record(sns_envelope(item("s2")))])) == set()  # same bounds
     assert last_updated() > first
+
+
+def _catalog(catalog_id: str) -> dict:
+    return {
+        "type": "Catalog",
+        "stac_version": "1.0.0",
+        "id": catalog_id,
+        "description": "a catalog of collections (multi-tenant catalogs keep these in pgstac)",
+        "links": [{"rel": "child", "href": "./c/collection.json"}],
+    }
+
+
+def test_a_catalog_is_stored_beside_the_collections(pgstac, load):
+    # GIVEN a STAC Catalog on the load topic, as eoapi-cdk's loader accepts since 2026
+    # WHEN it is loaded
+    assert failed_ids(load([sqs_record(sns_envelope(_catalog("tenant-a")))])) == set()
+    # THEN it is in pgstac's collections table, unchanged, as multi-tenant catalogs expect
+    with pgstac.connect() as conn:
+        row = conn.execute("SELECT content FROM collections WHERE id = 'tenant-a'").fetchone()
+    assert row is not None and row[0]["type"] == "Catalog"
+    assert row[0]["description"].startswith("a catalog of collections")
+
+
+def test_a_catalog_without_a_description_fails_alone_with_reason(pgstac, load, caplog):
+    bad = _catalog("tenant-b")
+    del bad["description"]
+    bad_record = sqs_record(sns_envelope(bad))
+    good_record = sqs_record(sns_envelope(_catalog("tenant-c")))
+    load([bad_record, good_record])
+    with pgstac.connect() as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM collections ORDER BY id")]
+    assert "tenant-c" in ids and "tenant-b" not in ids
+    reasons = [
+        r.reason
+        for r in caplog.records
+        if getattr(r, "message_id", None) == bad_record["messageId"]
+    ]
+    assert reasons == ["catalog 'tenant-b' has no 'description' string; STAC requires one"]

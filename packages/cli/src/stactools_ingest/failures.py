@@ -14,6 +14,7 @@ import psycopg
 from ingest_common.errors import PermanentError, TransientError
 from item_load.core import Failure
 from item_load.db import is_permanent
+from item_load.messages import COLLECTION_TYPES
 
 __all__ = ["Failure", "describe", "failure_of", "label"]
 
@@ -42,8 +43,8 @@ def label(body: Any) -> str:
         kind = body.get("type")
         if kind == "Feature":
             return f"item {str(body.get('id'))[:200]!r} of collection {body.get('collection')!r}"
-        if kind == "Collection":
-            return f"collection {str(body.get('id'))[:200]!r}"
+        if kind in COLLECTION_TYPES:
+            return f"{kind.lower()} {str(body.get('id'))[:200]!r}"
         if kind == "FeatureCollection" and isinstance(body.get("features"), list):
             ids = [str(f.get("id")) for f in body["features"][:3] if isinstance(f, dict)]
             more = ", …" if len(body["features"]) > 3 else ""

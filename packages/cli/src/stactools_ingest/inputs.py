@@ -14,7 +14,7 @@ import orjson
 
 from ingest_common.errors import IngestError, PermanentError
 from item_gen.models import CollectionRequest, is_request, parse_request
-from item_load.messages import parse_message
+from item_load.messages import is_collection, parse_message
 
 
 class InputFileError(IngestError):
@@ -169,5 +169,4 @@ def classify(record: InputRecord) -> tuple[str, int] | InputProblem:
         return InputProblem(
             record.source, f"not an item or collection request, nor a load message: {e}"
         )
-    collection = isinstance(obj, dict) and obj.get("type") == "Collection"
-    return ("load", 0 if collection else 1)
+    return ("load", 0 if is_collection(obj) else 1)

@@ -24,7 +24,7 @@ from pypgstac.load import Loader, Methods
 from item_load.db import ConnectionPgstacDB, fails_batch, is_permanent, retrying, translate_errors
 from item_load.errors import DatabaseUnavailable, InvalidCollection, InvalidItem
 from item_load.errors import label as _label
-from item_load.messages import Document
+from item_load.messages import Document, is_collection
 from item_load.rows import partition_name
 from item_load.schema import ensure_schema
 from item_load.upsert import CollectionWriter, Entry, bisect_load, error_text
@@ -127,7 +127,7 @@ paused_gc = _GcPause()
 
 def _collection_of(doc: Document) -> Any:
     return (
-        doc.body.get("id") if doc.body.get("type") == "Collection" else doc.body.get("collection")
+        doc.body.get("id") if is_collection(doc.body) else doc.body.get("collection")
     )
 
 
@@ -477,9 +477,9 @@ class BatchLoader:
         and collection once its row is staged (``Document.release_body``).
         """
         outcome = LoadOutcome()
-        collections = [d for d in docs if d.body.get("type") == "Collection"]
+        collections = [d for d in docs if is_collection(d.body)]
         deletes = [d for d in docs if d.body.get("type") == "Delete"]
-        items = [d for d in docs if d.body.get("type") not in ("Collection", "Delete")]
+        items = [d for d in docs if not is_collection(d.body) and d.body.get("type") != "Delete"]
         with paused_gc(), translate_errors("loading"):
             try:
                 if collections:

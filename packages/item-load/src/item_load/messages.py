@@ -1,6 +1,6 @@
 """Turn one load-topic message into the STAC documents it carries.
 
-Accepted shapes (design.md): an Item, a Collection, a FeatureCollection, a pointer
+Accepted shapes (design.md): an Item, a Collection or Catalog, a FeatureCollection, a pointer
 ``{"href": "s3://…" | "https://…" | "file://…"}`` to any of those (JSON or NDJSON), S3
 ``ObjectCreated`` notifications for ``.json`` / ``.geojson`` / ``.ndjson`` objects, and
 ``{"type": "Delete", "collection": C, "ids": [...]}``. Which hrefs
@@ -25,7 +25,15 @@ from item_load.fetch import HrefFetcher, HrefPolicy, shown
 STAC_SUFFIXES = (".json", ".geojson", ".ndjson")
 MAX_DELETE_IDS = 10_000
 """Ids one Delete message may name: its ids go to PostgreSQL as one array, per partition."""
+COLLECTION_TYPES = frozenset({"Collection", "Catalog"})
+"""Documents stored in pgstac's collections table. Catalogs go there too, as eoapi-cdk's loader
+stores them since 2026: the Multi-Tenant Catalogs extension of stac-fastapi-pgstac reads them."""
 R = TypeVar("R")
+
+
+def is_collection(body: Any) -> bool:
+    """Whether a document is stored as a collection (a Collection or a Catalog), not an item."""
+    return isinstance(body, dict) and body.get("type") in COLLECTION_TYPES
 
 
 @dataclass(slots=True)
@@ -124,7 +132,7 @@ def _flatten(obj: Any, origin: str, fetched: bool = False) -> Iterator[dict[str,
     if not isinstance(obj, dict):
         raise InvalidMessage(f"{origin} is a JSON {type(obj).__name__}, not a STAC object")
     kind = obj.get("type")
-    if kind in ("Feature", "Collection"):
+    if kind == "Feature" or kind in COLLECTION_TYPES:
         yield obj
     elif kind == "Delete":
         check_delete(obj, origin)
@@ -142,7 +150,7 @@ def _flatten(obj: Any, origin: str, fetched: bool = False) -> Iterator[dict[str,
         # us read that is not STAC must not come back out through logs or the DLQ.
         what = "" if fetched or not isinstance(kind, str | None) else f" (type={kind!r:.40})"
         raise InvalidMessage(
-            f"{origin} is not a STAC Item, Collection, FeatureCollection, Delete, href pointer "
+            f"{origin} is not a STAC Item, Collection, Catalog, FeatureCollection, Delete, href pointer "
             f"or S3 event{what}"
         )
 

@@ -229,15 +229,20 @@ def check_collection(doc: dict[str, Any]) -> None:
     id, description, license, extent (spatial bbox: lists of 4 or 6 numbers; temporal interval:
     [start, end] pairs of RFC 3339 date-times or null) and links with string hrefs.
     """
+    kind = "catalog" if doc.get("type") == "Catalog" else "collection"
     coll_id = doc.get("id")
     if not isinstance(coll_id, str) or not coll_id:
-        raise InvalidCollection("collection has no 'id' string")
-    name = f"collection {label(coll_id)}"
+        raise InvalidCollection(f"{kind} has no 'id' string")
+    name = f"{kind} {label(coll_id)}"
     if _CONTROL.search(coll_id):
         raise InvalidCollection(f"{name} has a control character in its id (U+0000-U+001F, U+007F)")
-    for key in ("description", "license"):
+    # A Catalog is a Collection without license and extent: STAC requires only the rest.
+    for key in ("description",) if kind == "catalog" else ("description", "license"):
         if not isinstance(doc.get(key), str) or not doc[key]:
             raise InvalidCollection(f"{name} has no {key!r} string; STAC requires one")
+    if kind == "catalog":
+        _check_links(doc, name)
+        return
     extent = doc.get("extent")
     if not isinstance(extent, dict):
         raise InvalidCollection(f"{name} has no 'extent' object; STAC requires one")
@@ -257,6 +262,10 @@ def check_collection(doc: dict[str, Any]) -> None:
                     parse_datetime(value, "extent.temporal.interval")
                 except ValueError as e:
                     raise InvalidCollection(f"{name} {e}") from None
+    _check_links(doc, name)
+
+
+def _check_links(doc: dict[str, Any], name: str) -> None:
     if "links" not in doc:
         raise InvalidCollection(f"{name} has no 'links' list; STAC requires one")
     problem = links_problem(doc["links"])
