@@ -126,9 +126,7 @@ paused_gc = _GcPause()
 
 
 def _collection_of(doc: Document) -> Any:
-    return (
-        doc.body.get("id") if is_collection(doc.body) else doc.body.get("collection")
-    )
+    return doc.body.get("id") if is_collection(doc.body) else doc.body.get("collection")
 
 
 def minimal_collection(collection_id: str) -> dict[str, Any]:

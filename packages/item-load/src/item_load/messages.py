@@ -150,8 +150,8 @@ def _flatten(obj: Any, origin: str, fetched: bool = False) -> Iterator[dict[str,
         # us read that is not STAC must not come back out through logs or the DLQ.
         what = "" if fetched or not isinstance(kind, str | None) else f" (type={kind!r:.40})"
         raise InvalidMessage(
-            f"{origin} is not a STAC Item, Collection, Catalog, FeatureCollection, Delete, href pointer "
-            f"or S3 event{what}"
+            f"{origin} is not a STAC Item, Collection, Catalog, FeatureCollection, Delete, "
+            f"href pointer or S3 event{what}"
         )
 
 
