@@ -335,3 +335,24 @@ def test_a_catalog_line_loads_beside_the_collections(pgstac, tmp_path):
     with pgstac.connect() as conn:
         kinds = conn.execute("SELECT id, content->>'type' FROM collections ORDER BY id").fetchall()
     assert kinds == [("t", "Collection"), ("tenant", "Catalog")]
+
+
+def test_documents_without_a_file_load_straight_and_failures_keep_their_body(pgstac):
+    # GIVEN documents that come from no file (stdin, a crawl): a collection, items, one bad
+    records = [InputRecord("crawl:0", collection("s"))]
+    records += [InputRecord(f"crawl:{n}", item(f"s{n}", "s")) for n in range(1, 2001)]
+    bad = item("bad", "s")
+    bad["bbox"] = [10, 10, 0, 0]  # outside its geometry
+    records.append(InputRecord("crawl:bad", bad))
+    # WHEN they run
+    summary = LocalPipeline(pgstac.dsn, gen_workers=0, max_receives=1).run(records=records)
+    # THEN the good ones loaded straight (never leased from the queue), and the bad one was
+    # dead-lettered with its body, so `dlq list` shows it and a redrive can load it once mended
+    assert (summary.items_loaded, summary.failed, summary.dead_letters) == (2000, 1, 1)
+    with pgstac.connect() as conn:
+        leased = conn.execute(
+            "SELECT m.source, b.body::jsonb->>'id' FROM stactools_ingest.messages m "
+            "LEFT JOIN stactools_ingest.message_bodies b USING (queue, id) "
+            "WHERE m.receive_count > 0"
+        ).fetchall()
+    assert leased == [("crawl:bad", "bad")]

@@ -268,13 +268,9 @@ class LocalPipeline:
             # Only plain items and collections load straight from the input: pointers, S3
             # events and feature collections need reading. A collection loads before the items
             # of its batch (BatchLoader does collections first): they never wait for it queued.
+            # Documents from no file (stdin, a crawl) too: a failed one is queued with its body.
             direct_kind = "Feature" if priority == 1 else "Collection"
-            if (
-                self._load_direct
-                and queue == LOAD
-                and record.span is not None
-                and record.obj.get("type") == direct_kind
-            ):
+            if self._load_direct and queue == LOAD and record.obj.get("type") == direct_kind:
                 direct.append((mid, record))
                 # A collection loads at once: generated items may be waiting for it.
                 if direct_kind == "Collection" or len(direct) >= max(self.batch_size, DIRECT_BATCH):
@@ -304,14 +300,16 @@ class LocalPipeline:
     ) -> list[tuple]:
         """Load prebuilt items straight from the input; the queue rows for those not loaded.
 
-        One transaction claims the items' ids as done, loads them, and queues by reference
-        those whose load failed (for the load worker to retry or dead-letter with the usual
+        One transaction claims the items' ids as done, loads them, and queues those whose load
+        failed (by reference to their file, or with their body when they have none; for the
+        load worker to retry or dead-letter with the usual
         verdicts). Ids the queue already has (a resumed run, a repeated file) are left to it.
         While a collection is pending nothing is loaded: the batch is returned to be queued.
         """
 
         def as_queued(pairs: list[tuple[str, InputRecord]]) -> list[tuple]:
-            return [(LOAD, mid, None, r.source, 1, r.span) for mid, r in pairs]
+            # by reference to its file when it has one, else with its body
+            return [(LOAD, mid, None if r.span else r.obj, r.source, 1, r.span) for mid, r in pairs]
 
         def attempt(q: LocalQueues) -> LoadTally | None:
             if q.collections_pending():
