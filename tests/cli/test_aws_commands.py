@@ -34,6 +34,13 @@ COLLECTION_REQUEST = {
 }
 
 
+@pytest.fixture(autouse=True)
+def own_home(tmp_path, monkeypatch):
+    """Default checkpoints go to this test's home, not the repository's."""
+    monkeypatch.setenv("STACTOOLS_INGEST_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
 def invoke(command, args: list[str], input: str | None = None) -> Result:
     return CliRunner().invoke(command, args, input=input)
 
@@ -190,6 +197,7 @@ def test_inventory_dry_run_prints_requests_and_applies_the_template(tmp_path):
         (["--option", "no-equals-sign", "--dry-run"], "'no-equals-sign' is not KEY=VALUE"),
         (["--arg-template", "{url}", "--dry-run"], "must contain {href}"),
         (["--checkpoint", "x.json"], "--checkpoint is for --stack"),
+        (["--no-checkpoint"], "--checkpoint is for --stack"),
     ],
 )
 def test_inventory_rejects_bad_options(tmp_path, extra, message):
@@ -329,3 +337,22 @@ def test_a_checkpoint_of_another_backfill_is_refused(deployed, tmp_path):
     other = invoke(INVENTORY, [*args, "--suffix", ".xml"])
     assert isinstance(other.exception, CheckpointMismatch)
     assert "is for another backfill" in str(other.exception)
+
+
+def test_a_backfill_keeps_a_checkpoint_without_being_asked(deployed, tmp_path, own_home):
+    # GIVEN an inventory published to a stack, with no --checkpoint
+    path = write_lines(tmp_path / "urls.txt", INVENTORY_LINES)
+    args = inventory_args(path, "--stack", STACK)
+    first = invoke(INVENTORY, args)
+    assert first.exit_code == 0, first.output
+    assert len(deployed.published("gen")) == 2
+    # WHEN the same command runs again
+    again = invoke(INVENTORY, args)
+    # THEN it finds its checkpoint under the project's home and publishes nothing twice
+    assert again.exit_code == 0 and "already submitted in full" in again.stderr
+    assert deployed.published("gen") == []
+    [saved] = (own_home / "checkpoints").glob("inventory-*.json")
+    assert json.loads(saved.read_text())["finished"] is True
+    # AND --no-checkpoint publishes everything again, as asked
+    forced = invoke(INVENTORY, [*args, "--no-checkpoint"])
+    assert forced.exit_code == 0 and len(deployed.published("gen")) == 2

@@ -10,13 +10,16 @@ most ``workers`` x 10 messages.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import threading
 from pathlib import Path
 from typing import Any
 
 from ingest_common.errors import IngestError
+from stactools_ingest.target import locate_home
 
 
 class CheckpointMismatch(IngestError):
@@ -74,3 +77,15 @@ class Checkpoint:
             json.dumps({"identity": self.identity, "done": self.done, "finished": self.finished})
         )
         os.replace(tmp, self.path)
+
+
+def default_path(command: str, stack: str, identity: dict[str, Any]) -> Path:
+    """Where a backfill's checkpoint lives when no ``--checkpoint`` is given.
+
+    Keyed by command, stack and the backfill's identity, under the project's home (where the
+    embedded pgstac lives; ``STACTOOLS_INGEST_HOME`` when set): the same command run again from
+    the project finds it, a different backfill gets its own.
+    """
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", stack).strip("-.")[:60] or "stack"
+    return locate_home().path / "checkpoints" / f"{command}-{name}-{key}.json"

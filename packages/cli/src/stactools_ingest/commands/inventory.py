@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,8 @@ from item_gen.models import ItemRequest
 from stactools_ingest.aws_publish import sns_client
 from stactools_ingest.aws_stack import STACK_HELP, client, resolve_stack
 from stactools_ingest.checkpoint import Checkpoint
-from stactools_ingest.commands.submit import publish_documents
+from stactools_ingest.checkpoint import default_path as default_checkpoint
+from stactools_ingest.commands.submit import publish_documents, publish_resumably
 from stactools_ingest.inputs import InputProblem, InputRecord, check_files
 from stactools_ingest.inventories import HrefFilter, read_hrefs
 
@@ -91,7 +93,11 @@ def build_requests(
     "--checkpoint",
     "checkpoint_path",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="File recording how far the backfill got: a rerun with it skips what was submitted.",
+    help="With --stack: the file recording how far the backfill got, so a rerun skips what was "
+    "submitted (default: one per backfill under .stactools-ingest/checkpoints).",
+)
+@click.option(
+    "--no-checkpoint", is_flag=True, help="With --stack: keep no checkpoint; submit everything."
 )
 @click.option(
     "--workers",
@@ -119,6 +125,7 @@ def inventory(
     dry_run: bool,
     show: int | None,
     checkpoint_path: Path | None,
+    no_checkpoint: bool,
     workers: int | None,
     dsn: str | None,
     as_json: bool,
@@ -165,7 +172,7 @@ def inventory(
         click.echo(f"{count} requests ({shown} shown); nothing was published", err=True)
         return
     if not stack_name:
-        if checkpoint_path is not None:
+        if checkpoint_path is not None or no_checkpoint:
             raise click.UsageError("--checkpoint is for --stack; the local queue resumes by itself")
         # Imported here: publishing to a stack needs none of the local pipeline's packages.
         from stactools_ingest.commands.run import RUN_WORKERS, run_locally
@@ -176,7 +183,7 @@ def inventory(
         run_locally(pipeline, build_requests(hrefs, template, arg_template), as_json=as_json)
     workers = workers or 8
     outputs = resolve_stack(stack_name, client("cloudformation"))
-    if checkpoint_path is None:
+    if no_checkpoint:
         requests = build_requests(hrefs, template, arg_template)
         publish_documents(requests, outputs, sns_client(), as_json=as_json, workers=workers)
         return
@@ -186,34 +193,12 @@ def inventory(
         "template": template,
         "arg_template": arg_template,
     }
-    checkpoint = Checkpoint(checkpoint_path, identity)
-    if checkpoint.finished:
-        click.echo(
-            f"already submitted in full (checkpoint {checkpoint_path}); delete it to submit again",
-            err=True,
-        )
-        return
-    if checkpoint.done:
-        click.echo(
-            f"resuming after {checkpoint.done} rows (checkpoint {checkpoint_path})", err=True
-        )
-    rows: dict[str, int] = {}  # the source of each row read and not yet settled
-
-    def remaining() -> Iterator[tuple[str, str]]:
-        for row, (where, href) in enumerate(hrefs):
-            if row >= checkpoint.done:
-                rows[where] = row
-                yield where, href
-
-    def settled(where: str) -> None:
-        checkpoint.settle(rows.pop(where))
-
-    publish_documents(
-        build_requests(remaining(), template, arg_template),
+    path = checkpoint_path or default_checkpoint("inventory", stack_name, identity)
+    publish_resumably(
+        lambda done: build_requests(islice(hrefs, done, None), template, arg_template),
+        Checkpoint(path, identity),
         outputs,
         sns_client(),
         as_json=as_json,
         workers=workers,
-        on_settled=settled,
     )
-    checkpoint.finish()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import click
@@ -13,6 +14,7 @@ import click
 from ingest_common.errors import IngestError, PermanentError
 from stactools_ingest.aws_publish import BatchPublisher, PublishSummary, route, sns_client
 from stactools_ingest.aws_stack import STACK_HELP, client, output, resolve_stack
+from stactools_ingest.checkpoint import Checkpoint
 from stactools_ingest.inputs import InputProblem, InputRecord, check_files, read_inputs
 
 PROGRESS_EVERY_SECONDS = 5.0
@@ -91,13 +93,25 @@ def publish_documents(
         "gen": output(outputs, "ItemGenSNSTopicArn"),
         "load": output(outputs, "ItemLoadTopicArn"),
     }
+    outstanding: dict[str, int] = {}  # messages of a split input not settled yet
+    lock = threading.Lock()
+
+    def settled(source: str) -> None:
+        """``on_settled`` once per input: after the last of its messages."""
+        with lock:
+            left = outstanding.pop(source, 1) - 1
+            if left:
+                outstanding[source] = left
+        if not left and on_settled is not None:
+            on_settled(source)
+
     with _Display() as display:
         publisher = BatchPublisher(
             sns,
             on_error=display.error,
             on_progress=display.progress,
             workers=workers,
-            on_settled=on_settled,
+            on_settled=settled,
         )
         for record in documents:
             if isinstance(record, InputProblem):
@@ -108,6 +122,9 @@ def publish_documents(
             except PermanentError as e:
                 publisher.fail(record.source, str(e))
                 continue
+            if len(routed) > 1:
+                with lock:
+                    outstanding[record.source] = len(routed)
             for stage, message in routed:
                 publisher.add(topics[stage], message, record.source)
         summary = publisher.close()
@@ -123,6 +140,52 @@ def publish_documents(
             f"{summary.failed} input(s) not published (each reported above with its file and line)"
         )
     return summary
+
+
+def publish_resumably(
+    records_after: Callable[[int], Iterable[InputRecord | InputProblem]],
+    checkpoint: Checkpoint,
+    outputs: dict[str, str],
+    sns: Any,
+    *,
+    as_json: bool = False,
+    workers: int = 1,
+) -> None:
+    """``publish_documents`` over a backfill that a checkpoint lets a rerun continue.
+
+    ``records_after(n)`` yields the backfill's records in their fixed order, after the first
+    ``n`` (which were submitted before). Shared by ``inventory`` and ``crawl``.
+    """
+    if checkpoint.finished:
+        click.echo(
+            f"already submitted in full (checkpoint {checkpoint.path}); "
+            "delete it, or pass --no-checkpoint, to submit again",
+            err=True,
+        )
+        return
+    if checkpoint.done:
+        click.echo(
+            f"resuming after {checkpoint.done} records (checkpoint {checkpoint.path})", err=True
+        )
+    rows: dict[str, int] = {}  # the row of each record read and not yet settled, by source
+
+    def numbered() -> Iterator[InputRecord | InputProblem]:
+        for row, record in enumerate(records_after(checkpoint.done), start=checkpoint.done):
+            rows[record.source] = row
+            yield record
+
+    def settled(source: str) -> None:
+        checkpoint.settle(rows.pop(source))
+
+    publish_documents(
+        numbered(),
+        outputs,
+        sns,
+        as_json=as_json,
+        workers=workers,
+        on_settled=settled,
+    )
+    checkpoint.finish()
 
 
 @click.command("submit")
