@@ -20,6 +20,7 @@ COMMANDS = {
     "inventory": "stactools_ingest.commands.inventory:inventory",
     "status": "stactools_ingest.commands.aws_status:status",
     "prune": "stactools_ingest.commands.prune:prune",
+    "crawl": "stactools_ingest.commands.crawl:crawl",
 }
 
 

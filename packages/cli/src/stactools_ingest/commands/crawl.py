@@ -1,0 +1,134 @@
+"""``crawl``: load a static STAC catalog (local, http(s) or s3) into pgstac, here or on a stack."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import click
+
+from item_load.fetch import HrefFetcher, HrefPolicy
+from item_load.settings import LoadSettings
+from stactools_ingest.aws_stack import STACK_HELP
+from stactools_ingest.crawl import Crawler
+
+READERS = 8
+"""Documents read at once by default: enough to hide an http server's latency."""
+
+
+def crawl_fetcher() -> HrefFetcher:
+    """``run``'s reading policy plus plain http: the catalog is one the user named."""
+    policy = HrefPolicy.for_local_run(LoadSettings())
+    return HrefFetcher(dataclasses.replace(policy, schemes=policy.schemes | {"http"}))
+
+
+@click.command("crawl")
+@click.argument("source")
+@click.option("--stack", "stack_name", metavar="NAME", help=STACK_HELP)
+@click.option(
+    "--dsn",
+    help="Without --stack: the target pgstac (default: PGSTAC_DSN, PG* variables, else embedded).",
+)
+@click.option(
+    "--readers",
+    type=click.IntRange(1, 64),
+    default=READERS,
+    show_default=True,
+    help="Item documents read at once.",
+)
+@click.option(
+    "--load-catalogs",
+    is_flag=True,
+    help="Also store the Catalog documents (pgstac keeps them beside collections, for "
+    "stac-fastapi-pgstac's multi-tenant catalogs); by default they are only walked.",
+)
+@click.option(
+    "--checkpoint",
+    "checkpoint_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --stack: the file recording how far the crawl got (default: one per catalog "
+    "and stack under the project's home).",
+)
+@click.option(
+    "--no-checkpoint", is_flag=True, help="With --stack: keep no checkpoint; submit everything."
+)
+@click.option("--dry-run", is_flag=True, help="Walk and count; load or publish nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def crawl(
+    source: str,
+    stack_name: str | None,
+    dsn: str | None,
+    readers: int,
+    load_catalogs: bool,
+    checkpoint_path: Path | None,
+    no_checkpoint: bool,
+    dry_run: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Load the static STAC catalog at SOURCE: its collections, then their items.
+
+    SOURCE is the root catalog.json or collection.json: a local path (or its directory),
+    http(s):// or s3://. Child and item links are followed (relative ones against the document
+    that holds them); relative asset hrefs become absolute; the static tree's own links (self,
+    root, parent, child, item, collection) are dropped, as a STAC API supplies its own. A
+    broken link is reported with the document that holds it, and the crawl goes on.
+
+    Without --stack the documents load here through `run`'s pipeline: a rerun reads the
+    catalog again and loads only what is not loaded yet. With --stack they are published to
+    the load topic, with a checkpoint so a rerun continues where a killed crawl stopped.
+    """
+    crawler = Crawler(crawl_fetcher(), workers=readers, load_catalogs=load_catalogs)
+    if dry_run:
+        _dry_run(crawler, source, as_json)
+        return
+    if not stack_name:
+        if checkpoint_path is not None or no_checkpoint:
+            raise click.UsageError("--checkpoint is for --stack; the local queue resumes by itself")
+        records = crawler.records(source)  # the root is read now: a bad one fails here
+        # Imported here: publishing to a stack needs none of the local pipeline's packages.
+        from stactools_ingest.commands.run import run_locally
+        from stactools_ingest.pipeline import LocalPipeline
+        from stactools_ingest.target import resolve_dsn
+
+        pipeline = LocalPipeline(resolve_dsn(dsn), gen_workers=0)
+        run_locally(pipeline, records, as_json=as_json, quiet=quiet)
+    from stactools_ingest.aws_publish import sns_client
+    from stactools_ingest.aws_stack import client, resolve_stack
+    from stactools_ingest.checkpoint import Checkpoint, default_path
+    from stactools_ingest.commands.submit import publish_documents, publish_resumably
+
+    crawler.records(source)  # fail on a bad root before touching the stack
+    outputs = resolve_stack(stack_name, client("cloudformation"))
+    if no_checkpoint:
+        publish_documents(crawler.records(source), outputs, sns_client(), as_json=as_json)
+        return
+    identity = {"crawl": source, "load_catalogs": load_catalogs}
+    path = checkpoint_path or default_path("crawl", stack_name, identity)
+    publish_resumably(
+        lambda done: crawler.records(source, skip=done),
+        Checkpoint(path, identity),
+        outputs,
+        sns_client(),
+        as_json=as_json,
+    )
+
+
+def _dry_run(crawler: Crawler, source: str, as_json: bool) -> None:
+    import json
+
+    for record in crawler.records(source):
+        if not hasattr(record, "obj"):
+            click.echo(f"{record.source}: {record.reason}", err=True)
+    counts = dataclasses.asdict(crawler.counts)
+    if as_json:
+        click.echo(json.dumps(counts))
+    else:
+        click.echo(
+            f"{counts['collections']} collections, {counts['items']} items under "
+            f"{counts['catalogs']} catalogs; {counts['problems']} broken links or documents; "
+            "nothing was loaded",
+            file=sys.stdout,
+        )

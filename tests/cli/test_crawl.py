@@ -1,0 +1,291 @@
+"""``stactools-ingest crawl`` on catalogs written by pystac: on disk, over http, to a stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pystac
+import pytest
+from click.testing import CliRunner, Result
+from moto_stack import STACK, Wrapped
+
+from stactools_ingest.commands import crawl as crawl_command
+from stactools_ingest.crawl import resolve
+
+CRAWL = crawl_command.crawl
+ITEMS = {"alpha": ["alpha-0", "alpha-1", "alpha-2"], "beta": ["beta-0", "beta-1"]}
+
+
+def write_catalog(root: Path, items: dict[str, list[str]] = ITEMS) -> Path:
+    """A pystac catalog: root -> alpha (3 items), root -> sub (a Catalog) -> beta (2 items).
+
+    Self-contained, as pystac saves catalogs for distribution: every link and asset href is
+    relative. Returns the root catalog.json.
+    """
+    catalog = pystac.Catalog("root", "a static catalog written by pystac")
+    sub = pystac.Catalog("sub", "a catalog between the root and a collection")
+    catalog.add_child(sub)
+    for name, ids in items.items():
+        extent = pystac.Extent(
+            pystac.SpatialExtent([[0.0, 0.0, 5.0, 5.0]]),
+            pystac.TemporalExtent([[datetime(2020, 1, 1, tzinfo=UTC), None]]),
+        )
+        coll = pystac.Collection(name, f"the {name} collection", extent, license="CC-BY-4.0")
+        for k, item_id in enumerate(ids):
+            n = k % 170
+            coll.add_item(
+                pystac.Item(
+                    item_id,
+                    geometry={
+                        "type": "Polygon",
+                        "coordinates": [[[n, 0], [n + 1, 0], [n + 1, 1], [n, 1], [n, 0]]],
+                    },
+                    bbox=[n, 0, n + 1, 1],
+                    datetime=datetime(2020, 1, 1, tzinfo=UTC) + timedelta(hours=k),
+                    properties={"title": f"ünïcode {item_id} ✓"},
+                )
+            )
+        (catalog if name == "alpha" else sub).add_child(coll)
+    catalog.normalize_hrefs(str(root))
+    for item in catalog.get_items(recursive=True):
+        folder = os.path.dirname(item.get_self_href())
+        item.add_asset("data", pystac.Asset(os.path.join(folder, f"{item.id}.tif")))
+    catalog.make_all_asset_hrefs_relative()
+    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    return root / "catalog.json"
+
+
+@contextmanager
+def serving(directory: Path) -> Iterator[str]:
+    """A plain static file server on 127.0.0.1, as `python -m http.server` serves a catalog."""
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(directory)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(CRAWL, list(args))
+
+
+def summary(result: Result) -> dict:
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def stored(pgstac, collection: str) -> dict[str, dict]:
+    with pgstac.connect() as conn:
+        rows = conn.execute(
+            "SELECT items.id, content_hydrate(items, collections) FROM items "
+            "JOIN collections ON items.collection = collections.id "
+            "WHERE items.collection = %s ORDER BY items.id",
+            (collection,),
+        ).fetchall()
+    return dict(rows)
+
+
+def collection_ids(pgstac) -> list[str]:
+    with pgstac.connect() as conn:
+        return [r[0] for r in conn.execute("SELECT id FROM collections ORDER BY id")]
+
+
+def test_a_catalog_on_disk_loads_collections_and_items_with_absolute_asset_hrefs(pgstac, tmp_path):
+    # GIVEN a self-contained catalog written by pystac
+    root = write_catalog(tmp_path / "stac")
+    # WHEN it is crawled into pgstac
+    result = invoke(str(root), "--dsn", pgstac.dsn, "--json")
+    # THEN both collections and all five items landed; the catalogs were walked, not stored
+    assert result.exit_code == 0, result.output
+    s = summary(result)
+    assert (s["collections_loaded"], s["items_loaded"], s["failed"]) == (2, 5, 0)
+    assert collection_ids(pgstac) == ["alpha", "beta"]
+    for name, ids in ITEMS.items():
+        items = stored(pgstac, name)
+        assert sorted(items) == ids
+        for item_id, doc in items.items():
+            # AND each asset href is the absolute path of the file next to its item
+            expected = tmp_path / "stac" / ("sub/" if name == "beta" else "") / name / item_id
+            assert doc["assets"]["data"]["href"] == str(expected / f"{item_id}.tif")
+            # AND no link of the static tree (relative, pointing into the copy) was kept
+            assert not [ln for ln in doc.get("links", []) if not ln["href"].startswith("/")]
+            assert doc["properties"]["title"] == f"ünïcode {item_id} ✓"
+
+
+def test_a_catalog_over_http_loads_with_urls_and_a_rerun_loads_nothing_twice(pgstac, tmp_path):
+    # GIVEN the same catalog served over http by a plain static file server
+    write_catalog(tmp_path / "stac")
+    with serving(tmp_path / "stac") as url:
+        # WHEN it is crawled from its URL
+        first = invoke(f"{url}/catalog.json", "--dsn", pgstac.dsn, "--json")
+        # THEN everything landed, with asset hrefs resolved against the items' URLs
+        assert first.exit_code == 0, first.output
+        assert summary(first)["items_loaded"] == 5
+        alpha = stored(pgstac, "alpha")
+        assert alpha["alpha-1"]["assets"]["data"]["href"] == f"{url}/alpha/alpha-1/alpha-1.tif"
+        # AND crawling it again reads it again but changes nothing
+        with pgstac.connect() as conn:
+            before = conn.execute("SELECT max(xmin::text::bigint) FROM items").fetchone()[0]
+        again = invoke(f"{url}/catalog.json", "--dsn", pgstac.dsn, "--json")
+        assert again.exit_code == 0, again.output
+        assert (summary(again)["items_loaded"], summary(again)["failed"]) == (0, 0)
+        with pgstac.connect() as conn:
+            after = conn.execute("SELECT max(xmin::text::bigint) FROM items").fetchone()[0]
+        assert after == before  # no row was written again
+
+
+def test_broken_links_are_reported_and_the_rest_loads(pgstac, tmp_path):
+    # GIVEN a catalog with a missing item file, an item that is not JSON, a child link to
+    # nowhere, and a child link back to the root (a cycle)
+    root = write_catalog(tmp_path / "stac")
+    (tmp_path / "stac/alpha/alpha-0/alpha-0.json").unlink()
+    (tmp_path / "stac/sub/beta/beta-1/beta-1.json").write_text('{"type": "Feature", "id": ')
+    doc = json.loads(root.read_text())
+    doc["links"] += [
+        {"rel": "child", "href": "./nowhere/catalog.json"},
+        {"rel": "child", "href": "./catalog.json"},
+    ]
+    root.write_text(json.dumps(doc))
+    # WHEN it is crawled
+    result = invoke(str(root), "--dsn", pgstac.dsn, "--json")
+    # THEN it finishes (exit 1: something failed), each problem named with the link's holder
+    assert result.exit_code == 1, result.output
+    s = summary(result)
+    assert (s["items_loaded"], s["collections_loaded"], s["input_errors"]) == (3, 2, 3)
+    assert f"alpha-0.json: {tmp_path}/stac/alpha/alpha-0/alpha-0.json: no such file" not in (
+        result.stderr
+    )  # the href is named once, not twice
+    assert "alpha-0.json: no such file (item of " in result.stderr
+    assert "beta-1.json: not valid JSON" in result.stderr
+    assert "nowhere/catalog.json: no such file (child of " in result.stderr
+    assert sorted(stored(pgstac, "alpha")) == ["alpha-1", "alpha-2"]
+    assert sorted(stored(pgstac, "beta")) == ["beta-0"]
+
+
+def test_an_unusable_root_is_one_line_and_nothing_starts(pgstac, tmp_path):
+    (tmp_path / "item.json").write_text(json.dumps({"type": "Feature", "id": "x"}))
+    for source, reason in [
+        (tmp_path / "missing.json", "no such file"),
+        (tmp_path / "item.json", "not a STAC Catalog or Collection (type='Feature')"),
+    ]:
+        result = invoke(str(source), "--dsn", pgstac.dsn)
+        assert result.exit_code != 0
+        assert reason in str(result.exception)
+    assert collection_ids(pgstac) == []
+
+
+def test_loading_catalogs_is_asked_for(pgstac, tmp_path):
+    root = write_catalog(tmp_path / "stac")
+    result = invoke(str(tmp_path / "stac"), "--dsn", pgstac.dsn, "--load-catalogs", "--json")
+    assert result.exit_code == 0, result.output
+    assert collection_ids(pgstac) == ["alpha", "beta", "root", "sub"]
+    assert root.exists()
+
+
+def test_items_without_a_collection_take_the_one_above_them(pgstac, tmp_path):
+    # GIVEN a collection whose item files have no 'collection' field (hand-written catalogs)
+    root = write_catalog(tmp_path / "stac")
+    for path in (tmp_path / "stac/alpha").glob("*/*.json"):
+        doc = json.loads(path.read_text())
+        del doc["collection"]
+        path.write_text(json.dumps(doc))
+    result = invoke(str(root), "--dsn", pgstac.dsn, "--json")
+    assert result.exit_code == 0, result.output
+    assert sorted(stored(pgstac, "alpha")) == ITEMS["alpha"]
+
+
+@pytest.mark.parametrize(
+    ("base", "href", "expected"),
+    [
+        ("/d/stac/catalog.json", "./a/collection.json", "/d/stac/a/collection.json"),
+        ("/d/stac/a/collection.json", "../b/x.json", "/d/stac/b/x.json"),
+        ("s3://bucket/stac/catalog.json", "./a/c.json", "s3://bucket/stac/a/c.json"),
+        ("s3://bucket/stac/a/c.json", "../../x.json", "s3://bucket/x.json"),
+        ("https://h/stac/catalog.json", "a/c.json", "https://h/stac/a/c.json"),
+        ("https://h/stac/catalog.json", "https://o/x.json", "https://o/x.json"),
+        ("https://h/stac/catalog.json", "/abs.json", "https://h/abs.json"),
+        ("/d/catalog.json", "file:///e/x.json", "/e/x.json"),
+    ],
+)
+def test_relative_links_resolve_against_their_document(base, href, expected):
+    assert resolve(base, href) == expected
+
+
+def test_a_crawl_to_a_stack_publishes_collections_before_items_and_resumes(
+    deployed, tmp_path, monkeypatch
+):
+    # GIVEN a catalog of 27 documents (SNS batches of 10) and a publisher killed at its second
+    # call
+    monkeypatch.setenv("STACTOOLS_INGEST_HOME", str(tmp_path / "home"))
+    many = {"alpha": [f"alpha-{n:02d}" for n in range(20)], "beta": ["beta-0", "beta-1", "b2"]}
+    root = write_catalog(tmp_path / "stac", many)
+    calls = []
+
+    def killed_at_the_second(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return deployed.sns.publish_batch(**kwargs)
+
+    monkeypatch.setattr(
+        "stactools_ingest.aws_publish.sns_client",
+        lambda: Wrapped(deployed.sns, publish_batch=killed_at_the_second),
+    )
+    killed = invoke(str(root), "--stack", STACK)
+    assert killed.exit_code != 0
+    first = deployed.published("load")
+    # THEN what went first was the collection, then its items, in the catalog's order
+    # (the root links the sub-catalog before alpha)
+    assert [(d["type"], d["id"]) for d in first] == [
+        ("Collection", "beta"),
+        ("Feature", "beta-0"),
+        ("Feature", "beta-1"),
+        ("Feature", "b2"),
+        ("Collection", "alpha"),
+        *[("Feature", f"alpha-{n:02d}") for n in range(5)],
+    ]
+    # WHEN it runs again
+    monkeypatch.setattr("stactools_ingest.aws_publish.sns_client", lambda: deployed.sns)
+    resumed = invoke(str(root), "--stack", STACK, "--json")
+    assert resumed.exit_code == 0, resumed.output
+    # THEN every document was published exactly once across both runs
+    ids = [d["id"] for d in first + deployed.published("load")]
+    assert sorted(ids) == sorted(["alpha", "beta", *many["alpha"], *many["beta"]])
+
+
+def test_a_catalog_in_s3_loads_with_s3_hrefs(pgstac, tmp_path, aws_env):
+    import boto3
+    from moto import mock_aws
+
+    # GIVEN the catalog copied to a bucket, as `aws s3 sync` would
+    write_catalog(tmp_path / "stac")
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="catalogs")
+        for path in (tmp_path / "stac").rglob("*.json"):
+            key = f"stac/{path.relative_to(tmp_path / 'stac')}"
+            s3.put_object(Bucket="catalogs", Key=key, Body=path.read_bytes())
+        # WHEN it is crawled from s3://
+        result = invoke("s3://catalogs/stac/catalog.json", "--dsn", pgstac.dsn, "--json")
+    # THEN it landed with asset hrefs in the bucket
+    assert result.exit_code == 0, result.output
+    assert summary(result)["items_loaded"] == 5
+    beta = stored(pgstac, "beta")
+    assert (
+        beta["beta-1"]["assets"]["data"]["href"] == "s3://catalogs/stac/sub/beta/beta-1/beta-1.tif"
+    )
