@@ -71,3 +71,26 @@ def test_a_collection_override_cannot_make_an_empty_collection_id_pass():
 def test_a_good_item_gets_the_collection_override():
     doc = run(item(), collection_id="override")
     assert (doc["id"], doc["collection"]) == ("tile-1", "override")
+
+
+def test_a_collection_request_carries_its_partitioning_to_the_load_stage():
+    collection = {"type": "Collection", "id": "c", "links": []}
+    doc = run(dict(collection), create_collection_args=[], partition_trunc="year")
+    assert doc["stactools_ingest:partition_trunc"] == "year"
+    assert "stactools_ingest:partition_trunc" not in run(
+        dict(collection), create_collection_args=[]
+    )
+
+
+def test_a_partitioning_pgstac_does_not_know_is_an_invalid_request():
+    from item_gen.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest, match="partition_trunc"):
+        parse_request(
+            {
+                "package_name": "p",
+                "group_name": "g",
+                "create_collection_args": [],
+                "partition_trunc": "week",
+            }
+        )

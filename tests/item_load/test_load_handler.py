@@ -504,3 +504,49 @@ def test_a_catalog_without_a_description_fails_alone_with_reason(pgstac, load, c
         if getattr(r, "message_id", None) == bad_record["messageId"]
     ]
     assert reasons == ["catalog 'tenant-b' has no 'description' string; STAC requires one"]
+
+
+def _partition_trunc(pgstac, collection_id: str) -> tuple:
+    with pgstac.connect() as conn:
+        return conn.execute(
+            "SELECT partition_trunc, content ? 'stactools_ingest:partition_trunc' "
+            "FROM collections WHERE id = %s",
+            (collection_id,),
+        ).fetchone()
+
+
+def test_a_collection_asking_for_yearly_partitions_gets_them(pgstac, load):
+    # GIVEN a collection that says how pgstac should partition it (as `dataset run` sends it)
+    doc = {**collection("yearly"), "stactools_ingest:partition_trunc": "year"}
+    # WHEN it is loaded, then its items
+    assert failed_ids(load([sqs_record(sns_envelope(doc))])) == set()
+    items = [item(f"y{n}", "yearly", dt=f"20{10 + n}-06-01T00:00:00Z") for n in range(3)]
+    assert failed_ids(load([sqs_record(sns_envelope(i)) for i in items])) == set()
+    # THEN pgstac partitions it by year, and the setting is not part of the stored document
+    assert _partition_trunc(pgstac, "yearly") == ("year", False)
+    with pgstac.connect() as conn:
+        partitions = conn.execute(
+            "SELECT count(*) FROM partitions_view WHERE collection = 'yearly'"
+        ).fetchone()[0]
+    assert partitions == 3
+    # AND the collection loaded again without the setting keeps its partitioning
+    assert failed_ids(load([sqs_record(sns_envelope(collection("yearly")))])) == set()
+    assert _partition_trunc(pgstac, "yearly") == ("year", False)
+
+
+def test_a_partitioning_pgstac_does_not_know_fails_the_collection_alone(pgstac, load, caplog):
+    bad = {**collection("weekly"), "stactools_ingest:partition_trunc": "week"}
+    bad_record = sqs_record(sns_envelope(bad))
+    good_record = sqs_record(sns_envelope(collection("plain")))
+    load([bad_record, good_record])
+    assert _partition_trunc(pgstac, "plain") == (None, False)
+    assert _partition_trunc(pgstac, "weekly") is None
+    reasons = [
+        r.reason
+        for r in caplog.records
+        if getattr(r, "message_id", None) == bad_record["messageId"]
+    ]
+    assert reasons == [
+        "collection 'weekly' has 'stactools_ingest:partition_trunc' 'week'; "
+        "pgstac partitions by 'year' or 'month' (or null)"
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ingest_common.collection_settings import PARTITION_TRUNC_KEY
 from item_gen.errors import PackageFailed
 from item_gen.models import CollectionRequest, Request
 from item_gen.runner import run_once
@@ -77,6 +78,8 @@ def generate(request: Request, settings: GenSettings, runner: Runner = run_once)
             doc["id"] = request.collection_id
         if problem := _id_problem(doc):
             raise _unusable(request, "a collection", problem)
+        if request.partition_trunc:
+            doc[PARTITION_TRUNC_KEY] = request.partition_trunc
         return doc
     if doc.get("type") != "Feature":
         raise PackageFailed(f"request {request.label}: create-item did not write a STAC Item")

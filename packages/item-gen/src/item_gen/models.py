@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -124,6 +124,11 @@ class CollectionRequest(_PackageRequest):
 
     create_collection_args: list[str] = Field(default_factory=list)
     create_collection_options: dict[str, str] = Field(default_factory=dict)
+    partition_trunc: Literal["year", "month"] | None = Field(
+        default=None,
+        description="pgstac partitions the collection's items by year or month (else one "
+        "partition); set before its items load",
+    )
 
     @property
     def command(self) -> str:

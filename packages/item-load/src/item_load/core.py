@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 from pypgstac.load import Loader, Methods
 
+from ingest_common.collection_settings import PARTITION_TRUNC_KEY, PARTITION_TRUNCS
 from item_load.db import ConnectionPgstacDB, fails_batch, is_permanent, retrying, translate_errors
 from item_load.errors import DatabaseUnavailable, InvalidCollection, InvalidItem
 from item_load.errors import label as _label
@@ -129,6 +130,21 @@ def _collection_of(doc: Document) -> Any:
     return doc.body.get("id") if is_collection(doc.body) else doc.body.get("collection")
 
 
+def _take_partition_trunc(doc: Document) -> str | None:
+    """The partitioning a collection asks for, taken out of its body (it is not STAC)."""
+    if PARTITION_TRUNC_KEY not in doc.body:
+        return None
+    value = doc.body[PARTITION_TRUNC_KEY]
+    if value is not None and value not in PARTITION_TRUNCS:
+        raise InvalidCollection(
+            f"collection {_label(doc.body['id'])} has {PARTITION_TRUNC_KEY!r} {value!r:.40}; "
+            "pgstac partitions by 'year' or 'month' (or null)"
+        )
+    # a new dict: the message's own body stays whole for a retry
+    doc.body = {k: v for k, v in doc.body.items() if k != PARTITION_TRUNC_KEY}
+    return value
+
+
 def minimal_collection(collection_id: str) -> dict[str, Any]:
     """A valid placeholder collection for CREATE_COLLECTIONS_IF_MISSING; replace it later."""
     return {
@@ -220,12 +236,18 @@ class BatchLoader:
     # -- collections -------------------------------------------------------------------------
 
     def _upsert_collections(
-        self, docs: Sequence[Document], mode: Methods, superseded: set[int]
+        self,
+        docs: Sequence[Document],
+        mode: Methods,
+        superseded: set[int],
+        truncs: dict[str, str] | None = None,
     ) -> None:
         """Upsert the collections not older than what pgstac holds; mark the rest superseded.
 
         The claim (``applied_collections``) and the upsert share one transaction: a refused
-        collection leaves no claim behind, and the row lock orders concurrent loaders.
+        collection leaves no claim behind, and the row lock orders concurrent loaders. So does
+        the partitioning a collection asks for (``truncs``): pgstac's trigger repartitions the
+        items it already holds when it changes.
         """
         with self.conn.transaction():
             claimed = {
@@ -250,17 +272,28 @@ class BatchLoader:
             fresh = [d.body for d in docs if d.body["id"] in claimed]
             if fresh:
                 self.loader.load_collections(iter(fresh), mode)
+            for coll_id, trunc in (truncs or {}).items():
+                if coll_id in claimed:
+                    self.conn.execute(
+                        "UPDATE collections SET partition_trunc = %s "
+                        "WHERE id = %s AND partition_trunc IS DISTINCT FROM %s",
+                        (trunc, coll_id, trunc),
+                    )
 
     def load_collections(self, docs: Sequence[Document], outcome: LoadOutcome) -> None:
         """Upsert collections first, so items of the same batch find them."""
         valid = []
+        truncs: dict[str, str] = {}  # partitioning asked for, by collection id
         for doc in docs:
             try:
                 check_collection(doc.body)
+                trunc = _take_partition_trunc(doc)
             except InvalidCollection as e:
                 outcome.fail(doc, str(e))
             else:
                 valid.append(doc)
+                if trunc:
+                    truncs[doc.body["id"]] = trunc
         winners, losers = _newest(valid, lambda d: d.body["id"])
         if not winners:
             return
@@ -268,7 +301,7 @@ class BatchLoader:
         failed = bisect_load(
             winners,
             lambda rows: retrying(
-                lambda: self._upsert_collections(rows, Methods.upsert, superseded)
+                lambda: self._upsert_collections(rows, Methods.upsert, superseded, truncs)
             ),
             retried=True,
         )
