@@ -21,6 +21,7 @@ COMMANDS = {
     "status": "stactools_ingest.commands.aws_status:status",
     "prune": "stactools_ingest.commands.prune:prune",
     "crawl": "stactools_ingest.commands.crawl:crawl",
+    "dataset": "stactools_ingest.commands.dataset:dataset",
 }
 
 

@@ -1,0 +1,227 @@
+"""Dataset definitions: one YAML file per dataset under ``datasets/``, as stactools-pipelines keeps
+one ``config.yaml`` per dataset.
+
+A definition names the stactools package (pinned), its CLI group, the collection request, how an
+href of the inventory becomes an item request, and the inventory itself. ``dataset run`` turns it
+into the requests ``run`` and ``inventory`` already know; nothing here talks to a database or AWS.
+A definition is validated as a whole before anything runs, and a mistake is one line naming the
+file and the key (a misspelt key is refused, not ignored: it would silently change nothing).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from itertools import chain, islice
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ingest_common.errors import IngestError
+from item_gen.models import CollectionRequest, ItemRequest
+from stactools_ingest.inputs import InputProblem, InputRecord
+from stactools_ingest.inventories import HrefFilter, read_hrefs
+from stactools_ingest.target import project_dir
+
+DATASETS_DIR = "datasets"
+
+
+class DatasetError(IngestError):
+    """A dataset definition is missing or wrong; nothing ran."""
+
+    exit_code = 2
+
+
+class _Strict(BaseModel):
+    # Unknown keys are refused: a typo in a key must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, str_strip_whitespace=True)
+
+
+class CollectionSpec(_Strict):
+    """The collection request: ``stac <group> create-collection <args> <options>``."""
+
+    id: str | None = Field(default=None, min_length=1, description="overrides the package's id")
+    args: list[str] = Field(default_factory=list)
+    options: dict[str, str] = Field(default_factory=dict)
+    partition_trunc: Literal["year", "month"] | None = None
+
+
+class ItemSpec(_Strict):
+    """How each href of the inventory becomes ``stac <group> create-item <args> <options>``."""
+
+    href_template: str = Field(default="{href}", description="the create-item argument")
+    options: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("href_template")
+    @classmethod
+    def _has_href(cls, value: str) -> str:
+        if "{href}" not in value:
+            raise ValueError("must contain {href}")
+        return value
+
+
+class InventorySpec(_Strict):
+    """Where the hrefs come from: a list of hrefs or an S3 Inventory manifest.json."""
+
+    source: str = Field(min_length=1)
+    prefix: str | None = None
+    suffix: str | None = None
+    match: str | None = None
+
+    @field_validator("match")
+    @classmethod
+    def _is_regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as e:
+                raise ValueError(f"not a regular expression ({e})") from None
+        return value
+
+    def hrefs(self) -> Iterator[tuple[str, str]]:
+        """``(where, href)`` of each href kept by the filters, in the inventory's order."""
+        keep = HrefFilter(
+            prefix=self.prefix,
+            suffix=self.suffix,
+            pattern=re.compile(self.match) if self.match else None,
+        )
+        return read_hrefs(self.source, keep)
+
+
+class Dataset(_Strict):
+    """One dataset: the package, its collection and how its items are made from an inventory."""
+
+    description: str | None = None
+    package: str = Field(min_length=1, description="PyPI name with a pin: stactools-x==0.1.1")
+    extra_packages: list[str] = Field(default_factory=list)
+    group: str = Field(min_length=1)
+    collection: CollectionSpec | None = None
+    items: ItemSpec = Field(default_factory=ItemSpec)
+    inventory: InventorySpec
+
+    @field_validator("package")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        # A backfill of months must not change package version halfway through.
+        if "==" not in value and " @ " not in value:
+            raise ValueError(f"pin a version ({value}==X.Y.Z), so every item is made by the same")
+        return value
+
+    def _shared(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {"package_name": self.package, "group_name": self.group}
+        if self.extra_packages:
+            fields["extra_packages"] = list(self.extra_packages)
+        if self.collection and self.collection.id:
+            fields["collection_id"] = self.collection.id
+        return fields
+
+    def collection_request(self) -> dict[str, Any] | None:
+        """The collection request, as `run` and the ItemGen topic take it (None: none)."""
+        if self.collection is None:
+            return None
+        request = CollectionRequest.model_validate(
+            {
+                **self._shared(),
+                "create_collection_args": self.collection.args,
+                "create_collection_options": self.collection.options,
+                "partition_trunc": self.collection.partition_trunc,
+            }
+        )
+        return _dumped(request)
+
+    def item_request(self, href: str) -> dict[str, Any]:
+        """The item request for one href of the inventory."""
+        request = ItemRequest.model_validate(
+            {
+                **self._shared(),
+                "create_item_args": [self.items.href_template.replace("{href}", href)],
+                "create_item_options": self.items.options,
+            }
+        )
+        return _dumped(request)
+
+    def records(self, name: str, skip: int = 0) -> Iterator[InputRecord | InputProblem]:
+        """The collection request, then one item request per href, after the first ``skip``."""
+        collection = self.collection_request()
+        head = [InputRecord(f"{name}:collection", collection)] if collection else []
+        items = (
+            InputRecord(where, self.item_request(href)) for where, href in self.inventory.hrefs()
+        )
+        return islice(chain(head, items), skip, None)
+
+
+def _dumped(request: CollectionRequest | ItemRequest) -> dict[str, Any]:
+    doc = request.model_dump(exclude_none=True)
+    if not doc.get("extra_packages"):
+        doc.pop("extra_packages", None)
+    return doc
+
+
+def find(name: str) -> Path:
+    """The definition file NAME stands for: a path, else ``datasets/NAME.yaml`` here or at the
+    project's top (the git checkout holding the current directory)."""
+    given = Path(name)
+    if given.suffix in (".yaml", ".yml") or given.is_file():
+        if not given.is_file():
+            raise DatasetError(f"{name}: no such file")
+        return given
+    places = [Path.cwd() / DATASETS_DIR, project_dir() / DATASETS_DIR]
+    for place in dict.fromkeys(places):
+        for suffix in (".yaml", ".yml"):
+            if (place / f"{name}{suffix}").is_file():
+                return place / f"{name}{suffix}"
+    known = sorted({p.stem for place in places if place.is_dir() for p in place.glob("*.y*ml")})
+    hint = f" (known: {', '.join(known)})" if known else ""
+    raise DatasetError(f"no dataset {name!r}: no {DATASETS_DIR}/{name}.yaml{hint}")
+
+
+def load(path: Path) -> Dataset:
+    """The definition in ``path``, or DatasetError: one line naming the file and the key."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise DatasetError(f"{where}: not valid YAML: {problem}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: cannot be read ({e})") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{path}: a dataset definition is a mapping of keys (package, group, …)")
+    try:
+        dataset = Dataset.model_validate(data)
+    except ValidationError as e:
+        raise DatasetError(_first_error(path, e)) from None
+    try:  # what ItemGen checks of a request (the group's form, …), once, before any href
+        dataset.collection_request()
+        dataset.item_request("example.tif")
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise DatasetError(f"{path}: {first['msg'].removeprefix('Value error, ')}") from None
+    return dataset
+
+
+def _first_error(path: Path, error: ValidationError) -> str:
+    errors = error.errors()
+    first = errors[0]
+    key = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        model: type[BaseModel] = Dataset
+        for part in first["loc"][:-1]:
+            annotation = model.model_fields[str(part)].annotation
+            model = next(
+                (
+                    t
+                    for t in getattr(annotation, "__args__", (annotation,))
+                    if isinstance(t, type) and issubclass(t, BaseModel)
+                ),
+                model,
+            )
+        message = f"unknown key (known: {', '.join(model.model_fields)})"
+    elif first["type"] == "missing":
+        message = "missing (required)"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{path}: {key}: {message}{more}"
