@@ -191,7 +191,7 @@ def test_warm_runner_setting_chooses_the_runner():
     assert runner_for(GenSettings(warm_runner=True)) is shared_runner()
 
 
-# -- isolation, children and eviction, with a tiny local package (tests/item_gen/fake_package.py)
+# -- isolation, children and eviction, with a tiny local package (tests/fake_package.py)
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,14 @@ to misbehave on request (leak environment changes, leave processes behind, wait 
 
 ``stac fakegen create-item [ACTION…] DESTINATION`` records what it saw when it started
 (``FAKEGEN_PROBE``, cwd, temp directory, umask) in the item's properties, then performs each
-action: ``setenv:NAME=VALUE``, ``chdir:DIR``, ``tempdir:DIR``, ``umask:OCTAL``, ``stdout`` (replace
-``sys.stdout``), ``ignore-sigchld``, ``spawn`` (a
-``sleep`` holding stdout), ``daemon`` (a ``sleep`` in its own session), ``orphan`` (a ``sleep``
-whose parent has exited), ``noise:MB`` (write MB megabytes to stderr, 1 MB at a time, waiting
-each time until stderr's file is under 1.5 MB again), ``waitfor:PATH`` (block until PATH
-exists). The pids it started are in ``properties["spawned"]``, and appended to PATH as they
-start after ``pidfile:PATH``.
+action: ``setenv:NAME=VALUE``, ``chdir:DIR``, ``tempdir:DIR``, ``umask:OCTAL``, ``stdout``
+(replace ``sys.stdout``), ``ignore-sigchld``, ``spawn`` (a ``sleep`` holding stdout), ``daemon``
+(a ``sleep`` in its own session), ``orphan`` (a ``sleep`` whose parent has exited), ``noise:MB``
+(write MB megabytes to stderr, 1 MB at a time, waiting each time until stderr's file is under
+1.5 MB again), ``waitfor:PATH`` (block until PATH exists), ``id:ID`` (the item's id, else
+``fake-item``). The pids it started are in ``properties["spawned"]``, and appended to PATH as
+they start after ``pidfile:PATH``. With ``FAKEGEN_LOG`` set, each item's id is appended to that
+file once the item is written: how often each item was made.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def create_command(cli):
         }
         spawned = []
         pidfile = None
+        item_id = "fake-item"
 
         def started(pid):
             spawned.append(pid)
@@ -87,6 +89,8 @@ def create_command(cli):
                 started(int(out.stdout))
             elif verb == "pidfile":
                 pidfile = arg
+            elif verb == "id":
+                item_id = arg
             elif verb == "noise":  # MB to stderr, waiting each time for the file to be cut back
                 for _ in range(int(arg)):
                     os.write(2, b"x" * 1_000_000)
@@ -102,7 +106,7 @@ def create_command(cli):
         item = {
             "type": "Feature",
             "stac_version": "1.0.0",
-            "id": "fake-item",
+            "id": item_id,
             "collection": "fake",
             "geometry": {"type": "Point", "coordinates": [0, 0]},
             "bbox": [0, 0, 0, 0],
@@ -112,6 +116,9 @@ def create_command(cli):
         }
         with open(destination, "w") as f:
             json.dump(item, f)
+        if os.environ.get("FAKEGEN_LOG"):  # one line per item made: how often each was made
+            with open(os.environ["FAKEGEN_LOG"], "a") as f:
+                f.write(item_id + "\n")
 
     return fakegen
 '''
