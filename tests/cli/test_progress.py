@@ -40,3 +40,36 @@ def test_quiet_writes_nothing():
     clock.now += 60
     reporter.tick(Counters(), {"gen": 0, "load": 0})
     assert out.getvalue() == ""
+
+
+def test_plain_progress_says_how_long_is_left_at_the_rate_so_far():
+    clock, out = Clock(), io.StringIO()
+    enqueued = Enqueued(gen_ids=[f"r{n}" for n in range(100)])
+    reporter = Reporter(enqueued, out, clock=clock)
+    # GIVEN 25 of 100 inputs settled after 5 s
+    clock.now += 5
+    reporter.tick(Counters(requests_done=25), {"gen": 75, "load": 0})
+    # THEN the line says the other 75 take about 15 s more
+    assert "| ETA 0:00:15 |" in out.getvalue()
+
+
+def test_no_eta_before_anything_settled():
+    from stactools_ingest.progress import eta
+
+    assert eta(0, 10, 5.0) == "ETA -"
+    assert eta(10, 10, 5.0) == "ETA 0:00:00"
+    assert eta(1, 3601, 1.0) == "ETA 1:00:00"
+
+
+def test_publishing_shows_the_eta_when_the_total_is_known(monkeypatch):
+    from stactools_ingest.aws_publish import PublishSummary
+    from stactools_ingest.commands import submit
+
+    lines: list[str] = []
+    monkeypatch.setattr(submit.click, "echo", lambda text, err=False: lines.append(text))
+    clock = Clock()
+    monkeypatch.setattr(submit.time, "monotonic", clock)
+    with submit._Display(total=1000) as display:
+        clock.now += 10
+        display.progress(PublishSummary(published=250, seconds=10.0))
+    assert lines == ["published 250 of 1000, failed 0 (25/s, ETA 0:00:30)"]

@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from stactools_ingest.pipeline import Counters, Enqueued
+if TYPE_CHECKING:  # publishing to a stack shows progress too, without the local pipeline
+    from stactools_ingest.pipeline import Counters, Enqueued
 
 PLAIN_EVERY_SECONDS = 5.0
+
+
+def eta(done: int, total: int, elapsed: float) -> str:
+    """``ETA h:mm:ss`` for the rest of ``total`` at the rate so far (``ETA -`` before any)."""
+    if done <= 0 or elapsed <= 0:
+        return "ETA -"
+    left = max(0.0, elapsed * (total - done) / done)
+    whole = round(left)
+    return f"ETA {whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
 class Reporter:
@@ -41,6 +51,7 @@ class Reporter:
                 Progress,
                 TextColumn,
                 TimeElapsedColumn,
+                TimeRemainingColumn,
             )
 
             self._bar = Progress(
@@ -48,6 +59,7 @@ class Reporter:
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
+                TimeRemainingColumn(),
                 TextColumn("{task.fields[detail]}"),
                 console=Console(file=stream),
                 transient=True,
@@ -71,7 +83,7 @@ class Reporter:
             f" | requests {c.requests_done} done, {c.requests_failed} failed"
             f" | items loaded {c.items_loaded} ({rate:,.0f}/s), {c.load_failed} failed"
             f" | queued gen {pending.get('gen', 0)} load {pending.get('load', 0)}"
-            f" | retries {c.retries} | {elapsed:,.1f} s"
+            f" | retries {c.retries} | {eta(settled, total, elapsed)} | {elapsed:,.1f} s"
         )
 
     def tick(self, c: Counters, pending: dict[str, int]) -> None:

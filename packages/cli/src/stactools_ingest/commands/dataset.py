@@ -121,9 +121,17 @@ def run_dataset(
     from stactools_ingest.commands.submit import publish_documents, publish_resumably
 
     outputs = resolve_stack(stack_name, client("cloudformation"))
+    total = None  # a local inventory is counted first (a quick pass), for the ETA
+    if not definition.inventory.source.startswith("s3://"):
+        total = sum(1 for _ in definition.inventory.hrefs()) + (definition.collection is not None)
     if no_checkpoint:
         publish_documents(
-            definition.records(label), outputs, sns_client(), as_json=as_json, workers=workers or 8
+            definition.records(label),
+            outputs,
+            sns_client(),
+            as_json=as_json,
+            workers=workers or 8,
+            total=total,
         )
         return
     identity = {"dataset": label, "definition": definition.model_dump(mode="json")}
@@ -134,6 +142,7 @@ def run_dataset(
         sns_client(),
         as_json=as_json,
         workers=workers or 8,
+        total=total,
     )
 
 

@@ -183,9 +183,13 @@ def inventory(
         run_locally(pipeline, build_requests(hrefs, template, arg_template), as_json=as_json)
     workers = workers or 8
     outputs = resolve_stack(stack_name, client("cloudformation"))
+    # A local inventory is counted first (a quick pass), for the progress bar's ETA.
+    total = None if inventory.startswith("s3://") else sum(1 for _ in read_hrefs(inventory, keep))
     if no_checkpoint:
         requests = build_requests(hrefs, template, arg_template)
-        publish_documents(requests, outputs, sns_client(), as_json=as_json, workers=workers)
+        publish_documents(
+            requests, outputs, sns_client(), as_json=as_json, workers=workers, total=total
+        )
         return
     identity = {
         "source": inventory,
@@ -201,4 +205,5 @@ def inventory(
         sns_client(),
         as_json=as_json,
         workers=workers,
+        total=total,
     )

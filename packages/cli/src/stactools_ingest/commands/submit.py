@@ -16,6 +16,7 @@ from stactools_ingest.aws_publish import BatchPublisher, PublishSummary, route, 
 from stactools_ingest.aws_stack import STACK_HELP, client, output, resolve_stack
 from stactools_ingest.checkpoint import Checkpoint
 from stactools_ingest.inputs import InputProblem, InputRecord, check_files, read_inputs
+from stactools_ingest.progress import eta
 
 PROGRESS_EVERY_SECONDS = 5.0
 
@@ -27,25 +28,37 @@ class NotAllPublished(IngestError):
 class _Display:
     """Progress and per-input errors: a rich bar on a terminal, plain log lines otherwise."""
 
-    def __init__(self) -> None:
+    def __init__(self, total: int | None = None) -> None:
         self.tty = sys.stderr.isatty()
+        self.total = total  # inputs to publish, when known: a bar and an ETA
         self._progress: Any = None
-        self._last = time.monotonic()
+        self._started = self._last = time.monotonic()
 
     def __enter__(self) -> _Display:
         if self.tty:
             from rich.console import Console
-            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                SpinnerColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self._progress = Progress(
                 SpinnerColumn(),
+                *([BarColumn()] if self.total is not None else []),
                 TextColumn("published {task.fields[published]}  failed {task.fields[failed]}"),
                 TextColumn("{task.fields[rate]:.0f}/s"),
                 TimeElapsedColumn(),
+                *([TimeRemainingColumn()] if self.total is not None else []),
                 console=Console(stderr=True),
             )
             self._progress.start()
-            self._task = self._progress.add_task("publish", published=0, failed=0, rate=0.0)
+            self._task = self._progress.add_task(
+                "publish", total=self.total, published=0, failed=0, rate=0.0
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -61,16 +74,30 @@ class _Display:
 
     def progress(self, summary: PublishSummary) -> None:
         """Update the bar, or log a line every few seconds."""
+        settled = summary.published + summary.failed
         if self._progress is not None:
             self._progress.update(
-                self._task, published=summary.published, failed=summary.failed, rate=summary.rate
+                self._task,
+                completed=settled,
+                published=summary.published,
+                failed=summary.failed,
+                rate=summary.rate,
             )
         elif time.monotonic() - self._last >= PROGRESS_EVERY_SECONDS:
             self._last = time.monotonic()
-            click.echo(
-                f"published {summary.published}, failed {summary.failed} ({summary.rate:.0f}/s)",
-                err=True,
-            )
+            if self.total is None:
+                click.echo(
+                    f"published {summary.published}, failed {summary.failed} "
+                    f"({summary.rate:.0f}/s)",
+                    err=True,
+                )
+            else:
+                left = eta(settled, self.total, self._last - self._started)
+                click.echo(
+                    f"published {summary.published} of {self.total}, failed {summary.failed} "
+                    f"({summary.rate:.0f}/s, {left})",
+                    err=True,
+                )
 
 
 def publish_documents(
@@ -81,13 +108,16 @@ def publish_documents(
     as_json: bool = False,
     workers: int = 1,
     on_settled: Callable[[str], None] | None = None,
+    total: int | None = None,
 ) -> PublishSummary:
     """Route each document to its topic, publish in batches, print the summary, fail if any failed.
 
     Shared by ``submit`` and ``inventory``: requests go to the ItemGen topic, STAC documents to the
     ItemLoad topic; an input that is malformed or invalid is reported by source and skipped.
     ``workers`` > 1 sends batches in parallel, out of input order: ``submit`` keeps one, so a
-    later line's version of an item is also published later and wins.
+    later line's version of an item is also published later and wins. ``on_settled(source)``
+    is called once an input is published or reported; ``total`` (inputs, when known) adds a
+    bar and an ETA to the progress.
     """
     topics = {
         "gen": output(outputs, "ItemGenSNSTopicArn"),
@@ -105,7 +135,7 @@ def publish_documents(
         if not left and on_settled is not None:
             on_settled(source)
 
-    with _Display() as display:
+    with _Display(total) as display:
         publisher = BatchPublisher(
             sns,
             on_error=display.error,
@@ -150,6 +180,7 @@ def publish_resumably(
     *,
     as_json: bool = False,
     workers: int = 1,
+    total: int | None = None,
 ) -> None:
     """``publish_documents`` over a backfill that a checkpoint lets a rerun continue.
 
@@ -184,6 +215,7 @@ def publish_resumably(
         as_json=as_json,
         workers=workers,
         on_settled=settled,
+        total=None if total is None else max(0, total - checkpoint.done),
     )
     checkpoint.finish()
 
