@@ -94,7 +94,7 @@ def build_requests(
     "checkpoint_path",
     type=click.Path(dir_okay=False, path_type=Path),
     help="With --stack: the file recording how far the backfill got, so a rerun skips what was "
-    "submitted (default: one per backfill under .stactools-ingest/checkpoints).",
+    "submitted (default: one per stack and backfill under the project's home).",
 )
 @click.option(
     "--no-checkpoint", is_flag=True, help="With --stack: keep no checkpoint; submit everything."
