@@ -40,7 +40,8 @@ def test_route_rejects_what_would_only_dead_letter():
     with pytest.raises(
         InvalidDocument,
         match=r"^not an item or collection request, nor a load message: message is not a STAC "
-        r"Item, Collection, FeatureCollection, Delete, href pointer or S3 event \(type=None\)$",
+        r"Item, Collection, Catalog, FeatureCollection, Delete, href pointer or S3 event "
+        r"\(type=None\)$",
     ):
         route({"hello": "world"})
     with pytest.raises(InvalidDocument, match="message is a JSON int, not a STAC object"):

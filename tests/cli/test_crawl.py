@@ -289,3 +289,149 @@ def test_a_catalog_in_s3_loads_with_s3_hrefs(pgstac, tmp_path, aws_env):
     assert (
         beta["beta-1"]["assets"]["data"]["href"] == "s3://catalogs/stac/sub/beta/beta-1/beta-1.tif"
     )
+
+
+def _add_links(path: Path, *links: dict) -> None:
+    doc = json.loads(path.read_text())
+    doc["links"] += list(links)
+    path.write_text(json.dumps(doc))
+
+
+def test_a_resumed_crawl_refuses_a_catalog_that_changed_before_its_checkpoint(
+    deployed, tmp_path, monkeypatch
+):
+    # GIVEN a crawl to a stack killed after its first batch of ten documents
+    monkeypatch.setenv("STACTOOLS_INGEST_HOME", str(tmp_path / "home"))
+    many = {"alpha": [f"alpha-{n:02d}" for n in range(20)], "beta": ["beta-0", "beta-1", "b2"]}
+    root = write_catalog(tmp_path / "stac", many)
+    calls = []
+
+    def killed_at_the_second(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return deployed.sns.publish_batch(**kwargs)
+
+    monkeypatch.setattr(
+        "stactools_ingest.aws_publish.sns_client",
+        lambda: Wrapped(deployed.sns, publish_batch=killed_at_the_second),
+    )
+    assert invoke(str(root), "--stack", STACK).exit_code != 0
+    deployed.published("load")
+    # WHEN a document before that point breaks (the sub-catalog, read first), and it resumes
+    (tmp_path / "stac/sub/catalog.json").write_text("{")
+    monkeypatch.setattr("stactools_ingest.aws_publish.sns_client", lambda: deployed.sns)
+    resumed = invoke(str(root), "--stack", STACK)
+    # THEN it refuses before publishing anything, rather than skip rows it never sent
+    assert resumed.exit_code != 0
+    assert "the source changed since checkpoint" in str(resumed.exception)
+    assert deployed.published("load") == []
+
+
+def test_documents_whose_hrefs_look_alike_when_shortened_all_publish(
+    deployed, tmp_path, monkeypatch
+):
+    # GIVEN items under a path longer than reasons show (300 characters)
+    monkeypatch.setenv("STACTOOLS_INGEST_HOME", str(tmp_path / "home"))
+    deep = tmp_path / ("a" * 200) / ("b" * 200)
+    root = write_catalog(deep, {"alpha": [f"alpha-{n:02d}" for n in range(25)]})
+    # WHEN it is crawled to a stack
+    result = invoke(str(root), "--stack", STACK, "--json")
+    # THEN every document was published once
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["published"] == 26
+
+
+def test_malformed_and_local_links_of_a_remote_catalog_are_problems_not_crashes(pgstac, tmp_path):
+    # GIVEN a served catalog with a malformed asset href, a malformed child link, and item
+    # links to local files (one holding a secret)
+    root = write_catalog(tmp_path / "stac")
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"type": "Feature", "id": "secret", "token": "s3cr3t"}))
+    item_path = tmp_path / "stac/alpha/alpha-1/alpha-1.json"
+    doc = json.loads(item_path.read_text())
+    doc["assets"]["data"]["href"] = "//[bad/x.tif"
+    item_path.write_text(json.dumps(doc))
+    _add_links(
+        tmp_path / "stac/alpha/collection.json",
+        {"rel": "item", "href": secret.as_uri()},
+        {"rel": "item", "href": "file:///etc/hostname"},
+    )
+    _add_links(root, {"rel": "child", "href": "http://[::1/catalog.json"})
+    with serving(tmp_path / "stac") as url:
+        result = invoke(f"{url}/catalog.json", "--dsn", pgstac.dsn, "--json")
+    # THEN the rest loaded, each bad link was reported, and no local file was read
+    assert result.exit_code == 1, result.output
+    assert sorted(stored(pgstac, "alpha")) == ITEMS["alpha"]
+    assert stored(pgstac, "alpha")["alpha-1"]["assets"]["data"]["href"] == "//[bad/x.tif"
+    assert f"{secret}: a remote catalog may not link to local files (item of " in result.stderr
+    assert "/etc/hostname: a remote catalog may not link to local files" in result.stderr
+    assert "a malformed child link (" in result.stderr
+    assert "s3cr3t" not in result.output
+    assert summary(result)["input_errors"] == 3
+
+
+def test_a_catalog_with_two_collections_of_one_id_loads_the_first(pgstac, tmp_path):
+    # GIVEN a sub-catalog with the id of a collection (and walked before it), crawled with
+    # --load-catalogs
+    root = write_catalog(tmp_path / "stac")
+    sub = json.loads((tmp_path / "stac/sub/catalog.json").read_text())
+    sub["id"] = "alpha"
+    (tmp_path / "stac/sub/catalog.json").write_text(json.dumps(sub))
+    result = invoke(str(root), "--dsn", pgstac.dsn, "--load-catalogs", "--json")
+    # THEN the collection is kept and the catalog is reported, not loaded over it
+    assert result.exit_code == 1
+    assert "a Catalog with the id 'alpha' of " in result.stderr
+    with pgstac.connect() as conn:
+        kind = conn.execute("SELECT content->>'type' FROM collections WHERE id = 'alpha'")
+        assert kind.fetchone()[0] == "Collection"
+
+
+def test_names_with_spaces_unicode_hashes_and_percent_signs(pgstac, tmp_path):
+    # GIVEN a catalog whose item files have spaces and non-ASCII in their names, under a
+    # directory whose name has '#' and '%41'
+    write_catalog(tmp_path / "plain")  # pystac itself cannot write under such a name
+    base = (tmp_path / "plain").rename(tmp_path / "run #3 %41")
+    for old, new in [("alpha-0", "my item ü"), ("beta-1", "b€ta 1")]:
+        holder = next(base.rglob(f"{old}.json"))
+        holder.rename(holder.with_name(f"{new}.json"))
+        for coll in base.rglob("collection.json"):
+            coll.write_text(coll.read_text().replace(f"{old}.json", f"{new}.json"))
+    # WHEN it is crawled from disk and over http
+    local = invoke(str(base), "--dsn", pgstac.dsn, "--json")
+    assert local.exit_code == 0, local.output
+    assert summary(local)["items_loaded"] == 5
+    with serving(base) as url:
+        served = invoke(f"{url}/catalog.json", "--dsn", pgstac.dsn, "--json")
+    # THEN both found every item (the second run read them all, and loaded none twice)
+    assert served.exit_code == 0, served.output
+    assert (summary(served)["failed"], summary(served)["documents"]) == (0, 7)
+
+
+def test_the_default_checkpoint_is_the_same_whatever_directory_it_runs_from(
+    deployed, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("STACTOOLS_INGEST_HOME", str(tmp_path / "home"))
+    for name in ("one", "two"):
+        write_catalog(tmp_path / name)
+    monkeypatch.chdir(tmp_path / "one")
+    assert invoke("catalog.json", "--stack", STACK).exit_code == 0
+    assert len(deployed.published("load")) == 7
+    monkeypatch.chdir(tmp_path / "two")
+    again = invoke("catalog.json", "--stack", STACK)
+    assert again.exit_code == 0, again.output
+    assert len(deployed.published("load")) == 7  # another catalog: published, not skipped
+
+
+def test_dry_run_counts_and_fails_on_broken_links(tmp_path):
+    root = write_catalog(tmp_path / "stac")
+    (tmp_path / "stac/alpha/alpha-0/alpha-0.json").unlink()
+    result = invoke(str(root), "--dry-run", "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout) == {
+        "catalogs": 2, "collections": 2, "items": 4, "problems": 1, "skipped": 0
+    }  # fmt: skip
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = invoke(str(empty), "--dry-run")
+    assert "a directory without a catalog.json or collection.json" in str(refused.exception)

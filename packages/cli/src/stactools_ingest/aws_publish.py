@@ -135,6 +135,7 @@ class _Pending:
     source: str
     message: str
     size: int
+    token: Any = None
 
 
 class BatchPublisher:
@@ -162,7 +163,7 @@ class BatchPublisher:
         on_error: Callable[[str, str], None] | None = None,
         on_progress: Callable[[PublishSummary], None] | None = None,
         workers: int = 1,
-        on_settled: Callable[[str], None] | None = None,
+        on_settled: Callable[[Any], None] | None = None,
     ) -> None:
         self.sns = sns
         self.on_settled = on_settled
@@ -180,18 +181,21 @@ class BatchPublisher:
         self._slots = threading.BoundedSemaphore(2 * workers)
         self._aborted: BaseException | None = None
 
-    def fail(self, source: str, reason: str) -> None:
-        """Count an input that will not be published (malformed, invalid, too large)."""
+    def fail(self, source: str, reason: str, token: Any = None) -> None:
+        """Count an input that will not be published (malformed, invalid, too large).
+
+        ``on_settled`` receives ``token`` (the caller's own key for the input), else ``source``.
+        """
         with self._lock:
             self.summary.failed += 1
             self.summary.errors.append({"source": source, "reason": reason})
             if self.on_error:
                 self.on_error(source, reason)
             if self.on_settled:
-                self.on_settled(source)
+                self.on_settled(source if token is None else token)
             self._progress()
 
-    def add(self, topic_arn: str, message: str, source: str) -> None:
+    def add(self, topic_arn: str, message: str, source: str, token: Any = None) -> None:
         """Queue one message for a topic, sending the topic's batch when it is full."""
         size = len(message.encode())
         if size > SNS_MAX_BYTES:
@@ -199,13 +203,14 @@ class BatchPublisher:
                 source,
                 f"message is {size} bytes, over SNS's 256 KiB limit; upload the document to S3 "
                 'and submit {"href": "s3://…"} instead',
+                token,
             )
             return
         buffer = self._buffers.setdefault(topic_arn, [])
         if len(buffer) == SNS_BATCH_ENTRIES or sum(p.size for p in buffer) + size > SNS_MAX_BYTES:
             self._dispatch(topic_arn, list(buffer))
             buffer.clear()
-        buffer.append(_Pending(source, message, size))
+        buffer.append(_Pending(source, message, size, token))
 
     def close(self) -> PublishSummary:
         """Send what is buffered, wait for every batch, and return the summary."""
@@ -281,13 +286,14 @@ class BatchPublisher:
                     sent = pending.pop(int(ok["Id"]), None)
                     self.summary.published += 1
                     if sent is not None and self.on_settled:
-                        self.on_settled(sent.source)
+                        self.on_settled(sent.source if sent.token is None else sent.token)
             retry: dict[int, _Pending] = {}
             for bad in response.get("Failed", []):
                 index = int(bad["Id"])
                 reason = f"{bad.get('Code')}: {bad.get('Message', '')}".strip()
                 if bad.get("SenderFault") and bad.get("Code") not in RETRYABLE_CODES:
-                    self.fail(pending.pop(index).source, f"SNS rejected it ({reason})")
+                    bad_one = pending.pop(index)
+                    self.fail(bad_one.source, f"SNS rejected it ({reason})", bad_one.token)
                 else:
                     retry[index] = pending.pop(index)
                     reasons[index] = f"{reason} after {attempt + 1} attempts"
@@ -297,7 +303,9 @@ class BatchPublisher:
             if not pending:
                 return
         for index, p in pending.items():
-            self.fail(p.source, f"not published: {reasons.get(index, 'retries exhausted')}")
+            self.fail(
+                p.source, f"not published: {reasons.get(index, 'retries exhausted')}", p.token
+            )
 
     def _progress(self) -> None:
         if self.on_progress:

@@ -1,11 +1,17 @@
-"""Where a backfill stands: every input row before ``done`` was submitted (or reported failed).
+"""Where a backfill stands: every row before ``done`` was submitted (or reported failed).
 
-Rows are numbered in the order the inventory yields them (a fixed order: see
-``stactools_ingest.inventories``). Batches are settled out of order by parallel senders, so the
-file records the contiguous prefix only, rewritten atomically (a temporary file, then
-``os.replace``) each time it grows: a SIGKILL leaves either the old prefix or the new one. What
-was in flight at a kill is sent again on resume (a standard SNS topic cannot deduplicate), at
-most ``workers`` x 10 messages.
+A backfill (an inventory, a crawl, a dataset) is a sequence of rows in a fixed order, each with a
+key that names it (its file and line and href, a document's href). Batches are settled out of
+order by parallel senders, so the file records the contiguous prefix only, rewritten atomically
+(a temporary file, then ``os.replace``) each time it grows: a SIGKILL leaves either the old
+prefix or the new one. What was in flight at a kill is sent again on resume (a standard SNS topic
+cannot deduplicate), at most ``workers`` x 10 messages.
+
+A count alone is not enough to resume: a catalog whose broken link was mended, or an inventory
+file with a line inserted, shifts every row after it, and skipping ``done`` rows would then skip
+some that were never sent. So the file also keeps a hash of the settled rows' keys in order, and
+a resume first hashes the first ``done`` keys of the source as it is now: a different hash stops
+it before anything is sent.
 """
 
 from __future__ import annotations
@@ -15,17 +21,31 @@ import json
 import os
 import re
 import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ingest_common.errors import IngestError
 from stactools_ingest.target import locate_home
 
+if TYPE_CHECKING:
+    from stactools_ingest.inputs import InputProblem, InputRecord
+
 
 class CheckpointMismatch(IngestError):
-    """The checkpoint belongs to another backfill (source, filters or request template)."""
+    """The checkpoint belongs to another backfill, or its source changed under it."""
 
     exit_code = 2
+
+
+@dataclass(slots=True)
+class Row:
+    """One row of a backfill: its key, and its record (None for a row a resume skips, which
+    need not be read or built)."""
+
+    key: str
+    record: InputRecord | InputProblem | None
 
 
 class Checkpoint:
@@ -36,7 +56,9 @@ class Checkpoint:
         self.identity = identity
         self.done = 0
         self.finished = False
-        self._settled: set[int] = set()
+        self.prefix = hashlib.sha256().hexdigest()  # of no keys
+        self._hash = hashlib.sha256()
+        self._settled: dict[int, str] = {}
         self._lock = threading.Lock()
         if path.exists():
             try:
@@ -52,16 +74,39 @@ class Checkpoint:
                 )
             self.done = int(saved.get("done", 0))
             self.finished = bool(saved.get("finished", False))
+            self.prefix = str(saved.get("prefix", ""))
 
-    def settle(self, row: int) -> None:
+    def verify(self, rows: Iterator[Row]) -> None:
+        """Take the source's first ``done`` rows from ``rows`` and check they are those the
+        checkpoint settled (then hashing carries on from there); CheckpointMismatch when the
+        source changed before that point."""
+        digest = hashlib.sha256()
+        seen = 0
+        while seen < self.done:
+            row = next(rows, None)
+            if row is None:
+                break
+            digest.update(_entry(row.key))
+            seen += 1
+        if seen != self.done or digest.hexdigest() != self.prefix:
+            raise CheckpointMismatch(
+                f"the source changed since checkpoint {self.path} was written (its first "
+                f"{self.done} rows are not the ones submitted then: a link mended or broken, a "
+                "line added or removed), so resuming could skip rows never submitted; delete "
+                "the checkpoint, or pass --no-checkpoint, to submit everything again"
+            )
+        self._hash = digest
+
+    def settle(self, row: int, key: str) -> None:
         """Row ``row`` is published or reported; the file grows when the prefix does."""
         with self._lock:
-            self._settled.add(row)
+            self._settled[row] = key
             start = self.done
             while self.done in self._settled:
-                self._settled.discard(self.done)
+                self._hash.update(_entry(self._settled.pop(self.done)))
                 self.done += 1
             if self.done > start:
+                self.prefix = self._hash.hexdigest()
                 self._write()
 
     def finish(self) -> None:
@@ -74,9 +119,20 @@ class Checkpoint:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(
-            json.dumps({"identity": self.identity, "done": self.done, "finished": self.finished})
+            json.dumps(
+                {
+                    "identity": self.identity,
+                    "done": self.done,
+                    "prefix": self.prefix,
+                    "finished": self.finished,
+                }
+            )
         )
         os.replace(tmp, self.path)
+
+
+def _entry(key: str) -> bytes:
+    return key.encode("utf-8", "surrogateescape") + b"\0"
 
 
 def default_path(command: str, stack: str, identity: dict[str, Any]) -> Path:

@@ -3,24 +3,55 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import socket
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 
-from item_load.fetch import HrefFetcher, HrefPolicy
+from item_load.fetch import HrefFetcher, HrefPolicy, non_public_kind
 from item_load.settings import LoadSettings
 from stactools_ingest.aws_stack import STACK_HELP
-from stactools_ingest.crawl import Crawler
+from stactools_ingest.crawl import Crawler, is_local, root_href
+from stactools_ingest.inputs import InputProblem
 
 READERS = 8
 """Documents read at once by default: enough to hide an http server's latency."""
 
 
-def crawl_fetcher() -> HrefFetcher:
-    """``run``'s reading policy plus plain http: the catalog is one the user named."""
+def crawl_fetcher(root: str) -> HrefFetcher:
+    """``run``'s reading policy plus plain http: the catalog is one the user named.
+
+    Hosts on loopback, link-local or private addresses may be read only when the root is on
+    one (or local): a public catalog cannot make the crawl read this machine's or the LAN's
+    services and load what they answer.
+    """
     policy = HrefPolicy.for_local_run(LoadSettings())
-    return HrefFetcher(dataclasses.replace(policy, schemes=policy.schemes | {"http"}))
+    return HrefFetcher(
+        dataclasses.replace(
+            policy,
+            schemes=policy.schemes | {"http"},
+            allow_private_hosts=_on_this_network(root),
+        )
+    )
+
+
+def _on_this_network(root: str) -> bool:
+    """Whether the catalog's root is local, or served from a non-public address."""
+    if is_local(root):
+        return True
+    parts = urlsplit(root)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return False
+    try:
+        addresses = socket.getaddrinfo(parts.hostname, None)
+    except (OSError, UnicodeError):
+        return False  # the fetcher says why it cannot reach it
+    return any(
+        non_public_kind(ipaddress.ip_address(info[4][0].split("%", 1)[0])) for info in addresses
+    )
 
 
 @click.command("crawl")
@@ -80,14 +111,15 @@ def crawl(
     catalog again and loads only what is not loaded yet. With --stack they are published to
     the load topic, with a checkpoint so a rerun continues where a killed crawl stopped.
     """
-    crawler = Crawler(crawl_fetcher(), workers=readers, load_catalogs=load_catalogs)
+    root = root_href(source)
+    crawler = Crawler(crawl_fetcher(root), workers=readers, load_catalogs=load_catalogs)
     if dry_run:
-        _dry_run(crawler, source, as_json)
+        _dry_run(crawler, root, as_json)
         return
     if not stack_name:
         if checkpoint_path is not None or no_checkpoint:
             raise click.UsageError("--checkpoint is for --stack; the local queue resumes by itself")
-        records = crawler.records(source)  # the root is read now: a bad one fails here
+        records = crawler.records(root)  # the root is read now: a bad one fails here
         # Imported here: publishing to a stack needs none of the local pipeline's packages.
         from stactools_ingest.commands.run import run_locally
         from stactools_ingest.pipeline import LocalPipeline
@@ -100,27 +132,26 @@ def crawl(
     from stactools_ingest.checkpoint import Checkpoint, default_path
     from stactools_ingest.commands.submit import publish_documents, publish_resumably
 
-    crawler.records(source)  # fail on a bad root before touching the stack
+    crawler.rows(root)  # fail on a bad root before touching the stack
     outputs = resolve_stack(stack_name, client("cloudformation"))
     if no_checkpoint:
-        publish_documents(crawler.records(source), outputs, sns_client(), as_json=as_json)
+        publish_documents(crawler.records(root), outputs, sns_client(), as_json=as_json)
         return
-    identity = {"crawl": source, "load_catalogs": load_catalogs}
-    path = checkpoint_path or default_path("crawl", stack_name, identity)
+    identity = {"crawl": root, "load_catalogs": load_catalogs}
     publish_resumably(
-        lambda done: crawler.records(source, skip=done),
-        Checkpoint(path, identity),
+        lambda done: crawler.rows(root, skip=done),
+        Checkpoint(checkpoint_path or default_path("crawl", stack_name, identity), identity),
         outputs,
         sns_client(),
         as_json=as_json,
     )
 
 
-def _dry_run(crawler: Crawler, source: str, as_json: bool) -> None:
+def _dry_run(crawler: Crawler, root: str, as_json: bool) -> None:
     import json
 
-    for record in crawler.records(source):
-        if not hasattr(record, "obj"):
+    for record in crawler.records(root):
+        if isinstance(record, InputProblem):
             click.echo(f"{record.source}: {record.reason}", err=True)
     counts = dataclasses.asdict(crawler.counts)
     if as_json:
@@ -132,3 +163,5 @@ def _dry_run(crawler: Crawler, source: str, as_json: bool) -> None:
             "nothing was loaded",
             file=sys.stdout,
         )
+    if counts["problems"]:
+        sys.exit(1)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Iterator
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from pydantic import ValidationError
 from item_gen.models import ItemRequest
 from stactools_ingest.aws_publish import sns_client
 from stactools_ingest.aws_stack import STACK_HELP, client, resolve_stack
-from stactools_ingest.checkpoint import Checkpoint
+from stactools_ingest.checkpoint import Checkpoint, Row
 from stactools_ingest.checkpoint import default_path as default_checkpoint
 from stactools_ingest.commands.submit import publish_documents, publish_resumably
 from stactools_ingest.inputs import InputProblem, InputRecord, check_files
@@ -33,21 +32,27 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, str]:
     return options
 
 
+def request_for(
+    source: str, href: str, template: dict[str, Any], arg_template: str
+) -> InputRecord | InputProblem:
+    """The item request for one href of the inventory, or why there is none."""
+    fields = {**template, "create_item_args": [arg_template.replace("{href}", href)]}
+    try:
+        request = ItemRequest.model_validate(fields)
+    except ValidationError as e:
+        return InputProblem(source, f"invalid request: {e.errors()[0]['msg']}")
+    doc = request.model_dump(exclude_none=True)
+    if not doc["extra_packages"]:
+        del doc["extra_packages"]
+    return InputRecord(source, doc)
+
+
 def build_requests(
     hrefs: Iterable[tuple[str, str]], template: dict[str, Any], arg_template: str
 ) -> Iterator[InputRecord | InputProblem]:
     """An item request (or why not) for each ``(where, href)`` of the inventory."""
     for source, href in hrefs:
-        fields = {**template, "create_item_args": [arg_template.replace("{href}", href)]}
-        try:
-            request = ItemRequest.model_validate(fields)
-        except ValidationError as e:
-            yield InputProblem(source, f"invalid request: {e.errors()[0]['msg']}")
-            continue
-        doc = request.model_dump(exclude_none=True)
-        if not doc["extra_packages"]:
-            del doc["extra_packages"]
-        yield InputRecord(source, doc)
+        yield request_for(source, href, template, arg_template)
 
 
 @click.command("inventory")
@@ -192,15 +197,21 @@ def inventory(
         )
         return
     identity = {
-        "source": inventory,
+        "source": inventory if inventory.startswith("s3://") else str(Path(inventory).absolute()),
         "filters": [prefix, suffix, pattern],
         "template": template,
         "arg_template": arg_template,
     }
-    path = checkpoint_path or default_checkpoint("inventory", stack_name, identity)
+
+    def rows(skip: int) -> Iterator[Row]:
+        for n, (where, href) in enumerate(read_hrefs(inventory, keep)):
+            yield Row(href, None if n < skip else request_for(where, href, template, arg_template))
+
     publish_resumably(
-        lambda done: build_requests(islice(hrefs, done, None), template, arg_template),
-        Checkpoint(path, identity),
+        rows,
+        Checkpoint(
+            checkpoint_path or default_checkpoint("inventory", stack_name, identity), identity
+        ),
         outputs,
         sns_client(),
         as_json=as_json,

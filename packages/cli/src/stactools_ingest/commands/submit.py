@@ -14,7 +14,7 @@ import click
 from ingest_common.errors import IngestError, PermanentError
 from stactools_ingest.aws_publish import BatchPublisher, PublishSummary, route, sns_client
 from stactools_ingest.aws_stack import STACK_HELP, client, output, resolve_stack
-from stactools_ingest.checkpoint import Checkpoint
+from stactools_ingest.checkpoint import Checkpoint, CheckpointMismatch, Row
 from stactools_ingest.inputs import InputProblem, InputRecord, check_files, read_inputs
 from stactools_ingest.progress import eta
 
@@ -107,33 +107,33 @@ def publish_documents(
     *,
     as_json: bool = False,
     workers: int = 1,
-    on_settled: Callable[[str], None] | None = None,
+    on_settled: Callable[[int], None] | None = None,
     total: int | None = None,
 ) -> PublishSummary:
     """Route each document to its topic, publish in batches, print the summary, fail if any failed.
 
-    Shared by ``submit`` and ``inventory``: requests go to the ItemGen topic, STAC documents to the
-    ItemLoad topic; an input that is malformed or invalid is reported by source and skipped.
-    ``workers`` > 1 sends batches in parallel, out of input order: ``submit`` keeps one, so a
-    later line's version of an item is also published later and wins. ``on_settled(source)``
-    is called once an input is published or reported; ``total`` (inputs, when known) adds a
-    bar and an ETA to the progress.
+    Shared by ``submit``, ``inventory``, ``crawl`` and ``dataset run``: requests go to the ItemGen
+    topic, STAC documents to the ItemLoad topic; an input that is malformed or invalid is
+    reported by source and skipped. ``workers`` > 1 sends batches in parallel, out of input
+    order: ``submit`` keeps one, so a later line's version of an item is also published later
+    and wins. ``on_settled(n)`` is called once the ``n``-th input (from 0) is published or
+    reported, after the last of its messages; ``total`` (inputs, when known) adds a bar and an
+    ETA to the progress.
     """
     topics = {
         "gen": output(outputs, "ItemGenSNSTopicArn"),
         "load": output(outputs, "ItemLoadTopicArn"),
     }
-    outstanding: dict[str, int] = {}  # messages of a split input not settled yet
+    outstanding: dict[int, int] = {}  # messages of a split input not settled yet
     lock = threading.Lock()
 
-    def settled(source: str) -> None:
-        """``on_settled`` once per input: after the last of its messages."""
+    def settled(n: int) -> None:
         with lock:
-            left = outstanding.pop(source, 1) - 1
+            left = outstanding.pop(n, 1) - 1
             if left:
-                outstanding[source] = left
+                outstanding[n] = left
         if not left and on_settled is not None:
-            on_settled(source)
+            on_settled(n)
 
     with _Display(total) as display:
         publisher = BatchPublisher(
@@ -143,20 +143,20 @@ def publish_documents(
             workers=workers,
             on_settled=settled,
         )
-        for record in documents:
+        for n, record in enumerate(documents):
             if isinstance(record, InputProblem):
-                publisher.fail(record.source, record.reason)
+                publisher.fail(record.source, record.reason, n)
                 continue
             try:
                 routed = route(record.obj)
             except PermanentError as e:
-                publisher.fail(record.source, str(e))
+                publisher.fail(record.source, str(e), n)
                 continue
             if len(routed) > 1:
                 with lock:
-                    outstanding[record.source] = len(routed)
+                    outstanding[n] = len(routed)
             for stage, message in routed:
-                publisher.add(topics[stage], message, record.source)
+                publisher.add(topics[stage], message, record.source, n)
         summary = publisher.close()
     if as_json:
         click.echo(json.dumps(summary.as_dict()))
@@ -173,7 +173,7 @@ def publish_documents(
 
 
 def publish_resumably(
-    records_after: Callable[[int], Iterable[InputRecord | InputProblem]],
+    rows: Callable[[int], Iterable[Row]],
     checkpoint: Checkpoint,
     outputs: dict[str, str],
     sns: Any,
@@ -184,8 +184,10 @@ def publish_resumably(
 ) -> None:
     """``publish_documents`` over a backfill that a checkpoint lets a rerun continue.
 
-    ``records_after(n)`` yields the backfill's records in their fixed order, after the first
-    ``n`` (which were submitted before). Shared by ``inventory`` and ``crawl``.
+    ``rows(n)`` yields the backfill's rows in their fixed order, the first ``n`` (submitted
+    before) without their records. Their keys are checked against the checkpoint first: a source
+    that changed before that point stops the resume (CheckpointMismatch) before anything is
+    sent. Shared by ``inventory``, ``crawl`` and ``dataset run``.
     """
     if checkpoint.finished:
         click.echo(
@@ -194,28 +196,31 @@ def publish_resumably(
             err=True,
         )
         return
-    if checkpoint.done:
-        click.echo(
-            f"resuming after {checkpoint.done} records (checkpoint {checkpoint.path})", err=True
-        )
-    rows: dict[str, int] = {}  # the row of each record read and not yet settled, by source
+    stream = iter(rows(checkpoint.done))
+    checkpoint.verify(stream)
+    start = checkpoint.done
+    if start:
+        click.echo(f"resuming after {start} rows (checkpoint {checkpoint.path})", err=True)
+    keys: dict[int, str] = {}  # the key of each row read and not yet settled
 
-    def numbered() -> Iterator[InputRecord | InputProblem]:
-        for row, record in enumerate(records_after(checkpoint.done), start=checkpoint.done):
-            rows[record.source] = row
-            yield record
+    def records() -> Iterator[InputRecord | InputProblem]:
+        for n, row in enumerate(stream):
+            if row.record is None:  # a producer that skipped past the checkpoint's rows
+                raise CheckpointMismatch(f"row {start + n} ({row.key}) came without its record")
+            keys[n] = row.key
+            yield row.record
 
-    def settled(source: str) -> None:
-        checkpoint.settle(rows.pop(source))
+    def settled(n: int) -> None:
+        checkpoint.settle(start + n, keys.pop(n))
 
     publish_documents(
-        numbered(),
+        records(),
         outputs,
         sns,
         as_json=as_json,
         workers=workers,
         on_settled=settled,
-        total=None if total is None else max(0, total - checkpoint.done),
+        total=None if total is None else max(0, total - start),
     )
     checkpoint.finish()
 
