@@ -356,3 +356,33 @@ def test_a_backfill_keeps_a_checkpoint_without_being_asked(deployed, tmp_path, o
     # AND --no-checkpoint publishes everything again, as asked
     forced = invoke(INVENTORY, [*args, "--no-checkpoint"])
     assert forced.exit_code == 0 and len(deployed.published("gen")) == 2
+
+
+def test_a_backfill_whose_inventory_changed_before_its_checkpoint_is_not_resumed(
+    deployed, tmp_path, monkeypatch
+):
+    # GIVEN a backfill killed after its first 30 rows
+    path = write_lines(tmp_path / "urls.txt", [f"s3://bucket/t{n:03d}.tif" for n in range(95)])
+    calls = []
+
+    def killed_at_the_fourth(**kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return deployed.sns.publish_batch(**kwargs)
+
+    args = inventory_args(path, "--stack", STACK, "--workers", "1")
+    monkeypatch.setattr(
+        inventory, "sns_client", lambda: Wrapped(deployed.sns, publish_batch=killed_at_the_fourth)
+    )
+    assert invoke(INVENTORY, args).exit_code != 0
+    deployed.published("gen")
+    # WHEN a line is inserted before that point and it runs again
+    lines = path.read_text().splitlines()
+    write_lines(path, ["s3://bucket/new.tif", *lines])
+    monkeypatch.setattr(inventory, "sns_client", lambda: deployed.sns)
+    resumed = invoke(INVENTORY, args)
+    # THEN it stops before publishing, rather than skip the row the insert pushed past 30
+    assert isinstance(resumed.exception, CheckpointMismatch)
+    assert "the source changed since checkpoint" in str(resumed.exception)
+    assert deployed.published("gen") == []

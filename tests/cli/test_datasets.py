@@ -67,7 +67,7 @@ def test_the_glad_example_is_defined():
             ("partition_trunc: year", "partition_trunc: week"),
             "collection.partition_trunc: Input should be 'year' or 'month'",
         ),
-        (("==0.1.1", ""), "package: pin a version (stactools-glad-glclu2020==X.Y.Z)"),
+        (("==0.1.1", ""), "package: pin one exact version (stactools-glad-glclu2020==X.Y.Z)"),
         (
             ('href_template: "{href}"', 'href_template: "{url}"'),
             "items.href_template: must contain {href}",
@@ -75,6 +75,20 @@ def test_the_glad_example_is_defined():
         (("group: gladglclu2020", "group: glad glclu"), "group_name must be a single"),
         (("inventory:\n  source: examples/glad/hrefs.txt\n", ""), "inventory: missing (required)"),
         (("group: gladglclu2020", "group: [gladglclu2020"), ":4: not valid YAML"),
+        (
+            ("{type: annual}", "{type: annual, version: 1.10}"),
+            "collection.options.version: Input should be a valid string (quote it",
+        ),
+        (
+            ("{type: annual}", "{type: annual, at: 12:30:00}"),
+            "collection.options.at: Input should be a valid string (quote it",
+        ),
+        (
+            ("group: gladglclu2020", "group: gladglclu2020\ngroup: other"),
+            "group: given twice (lines 3 and 4)",
+        ),
+        (("==0.1.1", "==0.*"), "package: pin one exact version"),
+        (("==0.1.1", ">=0.1,==0.1.1"), "package: pin one exact version"),
     ],
 )
 def test_a_mistake_is_one_line_naming_the_file_and_the_key(tmp_path, edit, message):

@@ -532,6 +532,11 @@ def test_a_collection_asking_for_yearly_partitions_gets_them(pgstac, load):
     # AND the collection loaded again without the setting keeps its partitioning
     assert failed_ids(load([sqs_record(sns_envelope(collection("yearly")))])) == set()
     assert _partition_trunc(pgstac, "yearly") == ("year", False)
+    # AND with the setting null, pgstac goes back to one partition for it
+    unset = {**collection("yearly"), "stactools_ingest:partition_trunc": None}
+    assert failed_ids(load([sqs_record(sns_envelope(unset))])) == set()
+    assert _partition_trunc(pgstac, "yearly") == (None, False)
+    assert pgstac.item_ids("yearly") == ["y0", "y1", "y2"]
 
 
 def test_a_partitioning_pgstac_does_not_know_fails_the_collection_alone(pgstac, load, caplog):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ingest_common.errors import IngestError
@@ -35,8 +36,24 @@ class DatasetError(IngestError):
 
 
 class _Strict(BaseModel):
-    # Unknown keys are refused: a typo in a key must not silently fall back to a default.
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, str_strip_whitespace=True)
+    # Unknown keys are refused: a typo in a key must not silently fall back to a default. Values
+    # are not coerced: YAML reads 1.10 as 1.1 and 12:30:00 as 45000, so a string option must be
+    # written as a string (quoted), not rewritten behind the user's back.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise DatasetError(f"{key}: given twice (lines {lines[key]} and {line})")
+            lines[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 class CollectionSpec(_Strict):
@@ -105,8 +122,17 @@ class Dataset(_Strict):
     @classmethod
     def _pinned(cls, value: str) -> str:
         # A backfill of months must not change package version halfway through.
-        if "==" not in value and " @ " not in value:
-            raise ValueError(f"pin a version ({value}==X.Y.Z), so every item is made by the same")
+        try:
+            requirement = Requirement(value)
+        except InvalidRequirement as e:
+            raise ValueError(f"not a package requirement ({e})") from None
+        specs = list(requirement.specifier)
+        exact = len(specs) == 1 and specs[0].operator == "==" and "*" not in specs[0].version
+        if not (exact or requirement.url):
+            raise ValueError(
+                f"pin one exact version ({requirement.name}==X.Y.Z), so every item of a "
+                "backfill is made by the same"
+            )
         return value
 
     def _shared(self) -> dict[str, Any]:
@@ -180,7 +206,9 @@ def find(name: str) -> Path:
 def load(path: Path) -> Dataset:
     """The definition in ``path``, or DatasetError: one line naming the file and the key."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except DatasetError as e:
+        raise DatasetError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -223,5 +251,9 @@ def _first_error(path: Path, error: ValidationError) -> str:
         message = f"unknown key (known: {', '.join(model.model_fields)})"
     elif first["type"] == "missing":
         message = "missing (required)"
+    elif first["type"] == "string_type" and not isinstance(first.get("input"), dict | list):
+        message += (
+            f" (quote it: YAML reads {first['input']!r} as a {type(first['input']).__name__})"
+        )
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{path}: {key}: {message}{more}"

@@ -211,13 +211,15 @@ class _S3Store:
         return self.get(self.ref.netloc, self.ref.path.lstrip("/")).read()
 
     def get(self, bucket: str, key: str) -> Any:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return self.s3.get_object(Bucket=bucket, Key=key)["Body"]
         except ClientError as e:
             code = e.response.get("Error", {}).get("Code", "")
             raise InventoryError(f"s3://{bucket}/{key}: cannot read it ({code or e})") from None
+        except BotoCoreError as e:  # no credentials, no endpoint, a timeout: one line, not a trace
+            raise InventoryError(f"s3://{bucket}/{key}: cannot read it ({e})") from None
 
     def open(self, bucket: str, key: str) -> IO[bytes]:
         body = self.get(bucket, key)

@@ -6,8 +6,9 @@ from __future__ import annotations
 PARTITION_TRUNC_KEY = "stactools_ingest:partition_trunc"
 """A Collection document's key asking pgstac to partition its items by year or month.
 
-It is not STAC: ItemLoad sets pgstac's ``collections.partition_trunc`` from it and stores the
-collection without it. A collection loaded again without the key keeps its partitioning.
+It is not STAC: ItemLoad sets pgstac's ``collections.partition_trunc`` from it (null: one
+partition; pgstac's trigger repartitions the items already there) and stores the collection
+without it. A collection loaded again without the key keeps its partitioning.
 """
 
 PARTITION_TRUNCS = ("year", "month")

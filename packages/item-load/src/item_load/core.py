@@ -130,10 +130,11 @@ def _collection_of(doc: Document) -> Any:
     return doc.body.get("id") if is_collection(doc.body) else doc.body.get("collection")
 
 
-def _take_partition_trunc(doc: Document) -> str | None:
-    """The partitioning a collection asks for, taken out of its body (it is not STAC)."""
+def _take_partition_trunc(doc: Document) -> tuple[bool, str | None]:
+    """Whether a collection asks for a partitioning, and which (None: one partition), taken
+    out of its body (it is not STAC)."""
     if PARTITION_TRUNC_KEY not in doc.body:
-        return None
+        return False, None
     value = doc.body[PARTITION_TRUNC_KEY]
     if value is not None and value not in PARTITION_TRUNCS:
         raise InvalidCollection(
@@ -142,7 +143,7 @@ def _take_partition_trunc(doc: Document) -> str | None:
         )
     # a new dict: the message's own body stays whole for a retry
     doc.body = {k: v for k, v in doc.body.items() if k != PARTITION_TRUNC_KEY}
-    return value
+    return True, value
 
 
 def minimal_collection(collection_id: str) -> dict[str, Any]:
@@ -240,7 +241,7 @@ class BatchLoader:
         docs: Sequence[Document],
         mode: Methods,
         superseded: set[int],
-        truncs: dict[str, str] | None = None,
+        truncs: dict[str, str | None] | None = None,
     ) -> None:
         """Upsert the collections not older than what pgstac holds; mark the rest superseded.
 
@@ -283,16 +284,16 @@ class BatchLoader:
     def load_collections(self, docs: Sequence[Document], outcome: LoadOutcome) -> None:
         """Upsert collections first, so items of the same batch find them."""
         valid = []
-        truncs: dict[str, str] = {}  # partitioning asked for, by collection id
+        truncs: dict[str, str | None] = {}  # partitioning asked for, by collection id
         for doc in docs:
             try:
                 check_collection(doc.body)
-                trunc = _take_partition_trunc(doc)
+                asked, trunc = _take_partition_trunc(doc)
             except InvalidCollection as e:
                 outcome.fail(doc, str(e))
             else:
                 valid.append(doc)
-                if trunc:
+                if asked:
                     truncs[doc.body["id"]] = trunc
         winners, losers = _newest(valid, lambda d: d.body["id"])
         if not winners:
