@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from itertools import chain, islice
+from itertools import chain
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ingest_common.errors import IngestError
 from item_gen.models import CollectionRequest, ItemRequest
+from stactools_ingest.checkpoint import Row
 from stactools_ingest.inputs import InputProblem, InputRecord
 from stactools_ingest.inventories import HrefFilter, read_hrefs
 from stactools_ingest.target import project_dir
@@ -168,14 +169,22 @@ class Dataset(_Strict):
         )
         return _dumped(request)
 
-    def records(self, name: str, skip: int = 0) -> Iterator[InputRecord | InputProblem]:
-        """The collection request, then one item request per href, after the first ``skip``."""
+    def records(self, name: str) -> Iterator[InputRecord | InputProblem]:
+        """The collection request, then one item request per href of the inventory."""
+        return (row.record for row in self.rows(name) if row.record is not None)
+
+    def rows(self, name: str, skip: int = 0) -> Iterator[Row]:
+        """``records`` as a backfill's rows (keyed by href; the first ``skip`` not built)."""
         collection = self.collection_request()
-        head = [InputRecord(f"{name}:collection", collection)] if collection else []
-        items = (
-            InputRecord(where, self.item_request(href)) for where, href in self.inventory.hrefs()
-        )
-        return islice(chain(head, items), skip, None)
+        head = [] if collection is None else [("collection", "", collection)]
+        items = ((href, where, None) for where, href in self.inventory.hrefs())
+        for n, (key, where, request) in enumerate(chain(head, items)):
+            if n < skip:
+                yield Row(key, None)
+            elif request is not None:
+                yield Row(key, InputRecord(f"{name}:collection", request))
+            else:
+                yield Row(key, InputRecord(where, self.item_request(key)))
 
 
 def _dumped(request: CollectionRequest | ItemRequest) -> dict[str, Any]:

@@ -134,9 +134,13 @@ def run_dataset(
             total=total,
         )
         return
-    identity = {"dataset": label, "definition": definition.model_dump(mode="json")}
+    # where the definition and a local inventory are, not how they were named from here
+    fixed = definition.model_dump(mode="json")
+    if not definition.inventory.source.startswith("s3://"):
+        fixed["inventory"]["source"] = str(Path(definition.inventory.source).absolute())
+    identity = {"dataset": str(path.absolute()), "definition": fixed}
     publish_resumably(
-        lambda done: definition.records(label, skip=done),
+        lambda done: definition.rows(label, skip=done),
         Checkpoint(checkpoint_path or default_path("dataset", stack_name, identity), identity),
         outputs,
         sns_client(),
