@@ -356,3 +356,43 @@ def test_documents_without_a_file_load_straight_and_failures_keep_their_body(pgs
             "WHERE m.receive_count > 0"
         ).fetchall()
     assert leased == [("crawl:bad", "bad")]
+
+
+def test_inputs_read_ahead_keep_their_order_and_their_errors():
+    from stactools_ingest.pipeline import ahead
+
+    assert list(ahead(iter(range(10_000)), 7)) == list(range(10_000))
+
+    def broken():
+        yield 1
+        raise ValueError("line 2 is unreadable")
+
+    got = []
+    with pytest.raises(ValueError, match="line 2 is unreadable"):
+        for value in ahead(broken(), 3):
+            got.append(value)
+    assert got == [1]
+
+
+def test_a_consumer_that_stops_early_stops_the_reading_thread():
+    import threading
+
+    from stactools_ingest.pipeline import ahead
+
+    produced = []
+
+    def endless():
+        n = 0
+        while True:
+            produced.append(n)
+            yield n
+            n += 1
+
+    stream = ahead(endless(), 5)
+    assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    stream.close()
+    time.sleep(0.5)
+    settled = len(produced)
+    time.sleep(0.5)
+    assert len(produced) == settled <= 3 + 5 + 2  # it stopped, a few ahead at most
+    assert not [t for t in threading.enumerate() if t.name == "input" and t.is_alive()]
