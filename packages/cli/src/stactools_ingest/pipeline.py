@@ -7,14 +7,13 @@ The workers call the same cores as the Lambdas (``item_gen.core.generate`` and
 from __future__ import annotations
 
 import logging
-import queue as queue_lib
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 
@@ -32,7 +31,6 @@ from stactools_ingest.session import Session, is_outage
 from stactools_ingest.target import connect
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 @dataclass
@@ -134,67 +132,8 @@ def _prepared(
             yield record, record, ""
             continue
         kind = classify(record)
-        if isinstance(kind, InputProblem):
-            yield record, kind, ""
-        else:
-            yield record, kind, record.mid or message_id(record.obj)
+        yield record, kind, "" if isinstance(kind, InputProblem) else message_id(record.obj)
 
-
-class _Raised:
-    """An exception of the producing thread, carried to the consumer."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-_END = object()
-
-
-def ahead(items: Iterable[T], depth: int) -> Iterator[T]:
-    """``items``, produced by a thread of its own up to ``depth`` ahead of the consumer.
-
-    Reading and parsing the input (orjson, the checks, the content ids) then runs while the
-    consumer waits on PostgreSQL for the batch before, instead of after it: the wait releases
-    the GIL. The producer's exceptions are raised in the consumer; a consumer that stops early
-    stops the producer at its next item.
-    """
-    handoff: queue_lib.Queue[Any] = queue_lib.Queue(depth)
-    closed = threading.Event()
-
-    def put(value: Any) -> bool:
-        while not closed.is_set():
-            try:
-                handoff.put(value, timeout=0.2)
-                return True
-            except queue_lib.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(_END)
-        except BaseException as e:
-            put(_Raised(e))
-
-    thread = threading.Thread(target=produce, name="input", daemon=True)
-    thread.start()
-    try:
-        while True:
-            value = handoff.get()
-            if value is _END:
-                return
-            if isinstance(value, _Raised):
-                raise value.error
-            yield value
-    finally:
-        closed.set()
-
-
-PREPARED_AHEAD = 4000
-"""Inputs read, checked and hashed ahead of the one being enqueued or loaded."""
 
 DIRECT_BATCH = 3000
 """At least this many prebuilt items per load straight from the input: each load has a fixed
@@ -312,7 +251,7 @@ class LocalPipeline:
                 if on_load:
                     on_load()
 
-        for record, kind, mid in ahead(_prepared(records), PREPARED_AHEAD):
+        for record, kind, mid in _prepared(records):
             if self._stop.is_set():
                 break
             if isinstance(kind, InputProblem):
