@@ -81,6 +81,19 @@ def serving(directory: Path) -> Iterator[str]:
         server.server_close()
 
 
+def killed_at_the_second(deployed):
+    """An SNS client factory whose client dies at its second publish_batch, as a kill would."""
+    calls = []
+
+    def publish_batch(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return deployed.sns.publish_batch(**kwargs)
+
+    return lambda: Wrapped(deployed.sns, publish_batch=publish_batch)
+
+
 def invoke(*args: str) -> Result:
     return CliRunner().invoke(CRAWL, list(args))
 
@@ -234,18 +247,7 @@ def test_a_crawl_to_a_stack_publishes_collections_before_items_and_resumes(
     monkeypatch.setenv("STACTOOLS_INGEST_HOME", str(tmp_path / "home"))
     many = {"alpha": [f"alpha-{n:02d}" for n in range(20)], "beta": ["beta-0", "beta-1", "b2"]}
     root = write_catalog(tmp_path / "stac", many)
-    calls = []
-
-    def killed_at_the_second(**kwargs):
-        calls.append(kwargs)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return deployed.sns.publish_batch(**kwargs)
-
-    monkeypatch.setattr(
-        "stactools_ingest.aws_publish.sns_client",
-        lambda: Wrapped(deployed.sns, publish_batch=killed_at_the_second),
-    )
+    monkeypatch.setattr("stactools_ingest.aws_publish.sns_client", killed_at_the_second(deployed))
     killed = invoke(str(root), "--stack", STACK)
     assert killed.exit_code != 0
     first = deployed.published("load")
@@ -304,18 +306,7 @@ def test_a_resumed_crawl_refuses_a_catalog_that_changed_before_its_checkpoint(
     monkeypatch.setenv("STACTOOLS_INGEST_HOME", str(tmp_path / "home"))
     many = {"alpha": [f"alpha-{n:02d}" for n in range(20)], "beta": ["beta-0", "beta-1", "b2"]}
     root = write_catalog(tmp_path / "stac", many)
-    calls = []
-
-    def killed_at_the_second(**kwargs):
-        calls.append(kwargs)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return deployed.sns.publish_batch(**kwargs)
-
-    monkeypatch.setattr(
-        "stactools_ingest.aws_publish.sns_client",
-        lambda: Wrapped(deployed.sns, publish_batch=killed_at_the_second),
-    )
+    monkeypatch.setattr("stactools_ingest.aws_publish.sns_client", killed_at_the_second(deployed))
     assert invoke(str(root), "--stack", STACK).exit_code != 0
     deployed.published("load")
     # WHEN a document before that point breaks (the sub-catalog, read first), and it resumes

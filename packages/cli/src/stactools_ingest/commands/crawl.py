@@ -14,6 +14,7 @@ import click
 from item_load.fetch import HrefFetcher, HrefPolicy, non_public_kind
 from item_load.settings import LoadSettings
 from stactools_ingest.aws_stack import STACK_HELP
+from stactools_ingest.commands.backfill import run_here
 from stactools_ingest.crawl import Crawler, is_local, root_href
 from stactools_ingest.inputs import InputProblem
 
@@ -117,16 +118,15 @@ def crawl(
         _dry_run(crawler, root, as_json)
         return
     if not stack_name:
-        if checkpoint_path is not None or no_checkpoint:
-            raise click.UsageError("--checkpoint is for --stack; the local queue resumes by itself")
-        records = crawler.records(root)  # the root is read now: a bad one fails here
-        # Imported here: publishing to a stack needs none of the local pipeline's packages.
-        from stactools_ingest.commands.run import run_locally
-        from stactools_ingest.pipeline import LocalPipeline
-        from stactools_ingest.target import resolve_dsn
-
-        pipeline = LocalPipeline(resolve_dsn(dsn), gen_workers=0)
-        run_locally(pipeline, records, as_json=as_json, quiet=quiet)
+        run_here(
+            crawler.records(root),  # the root is read now: a bad one fails here
+            dsn,
+            gen_workers=0,
+            checkpoint_path=checkpoint_path,
+            no_checkpoint=no_checkpoint,
+            as_json=as_json,
+            quiet=quiet,
+        )
     from stactools_ingest.aws_publish import sns_client
     from stactools_ingest.aws_stack import client, resolve_stack
     from stactools_ingest.checkpoint import Checkpoint, default_path

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from stactools_ingest.aws_stack import STACK_HELP
+from stactools_ingest.commands.backfill import print_dry_run, run_here
 from stactools_ingest.datasets import DATASETS_DIR, Dataset, DatasetError, find, load
 from stactools_ingest.inputs import check_files
 
@@ -98,23 +99,18 @@ def run_dataset(
     path, definition = _open(name)
     label = path.stem
     if dry_run:
-        count = 0
-        for record in definition.records(label):
-            if show is None or count < show:
-                click.echo(json.dumps(record.obj))
-            count += 1
-        shown = count if show is None else min(show, count)
-        click.echo(f"{count} requests ({shown} shown); nothing was submitted", err=True)
+        print_dry_run(definition.records(label), show)
         return
     if not stack_name:
-        if checkpoint_path is not None or no_checkpoint:
-            raise click.UsageError("--checkpoint is for --stack; the local queue resumes by itself")
-        from stactools_ingest.commands.run import RUN_WORKERS, run_locally
-        from stactools_ingest.pipeline import LocalPipeline
-        from stactools_ingest.target import resolve_dsn
-
-        pipeline = LocalPipeline(resolve_dsn(dsn), gen_workers=workers or RUN_WORKERS)
-        run_locally(pipeline, definition.records(label), as_json=as_json, quiet=quiet)
+        run_here(
+            definition.records(label),
+            dsn,
+            gen_workers=workers,
+            checkpoint_path=checkpoint_path,
+            no_checkpoint=no_checkpoint,
+            as_json=as_json,
+            quiet=quiet,
+        )
     from stactools_ingest.aws_publish import sns_client
     from stactools_ingest.aws_stack import client, resolve_stack
     from stactools_ingest.checkpoint import Checkpoint, default_path

@@ -3,7 +3,6 @@ them (the seed's shell loop of ``aws sns publish``)."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from stactools_ingest.aws_publish import sns_client
 from stactools_ingest.aws_stack import STACK_HELP, client, resolve_stack
 from stactools_ingest.checkpoint import Checkpoint, Row
 from stactools_ingest.checkpoint import default_path as default_checkpoint
+from stactools_ingest.commands.backfill import print_dry_run, run_here
 from stactools_ingest.commands.submit import publish_documents, publish_resumably
 from stactools_ingest.inputs import InputProblem, InputRecord, check_files
 from stactools_ingest.inventories import HrefFilter, read_hrefs
@@ -164,28 +164,17 @@ def inventory(
         check_files([inventory])
     hrefs = read_hrefs(inventory, keep)
     if dry_run:
-        requests = build_requests(hrefs, template, arg_template)
-        count = 0
-        for record in requests:
-            if isinstance(record, InputProblem):
-                click.echo(f"{record.source}: {record.reason}", err=True)
-                continue
-            if show is None or count < show:
-                click.echo(json.dumps(record.obj))
-            count += 1
-        shown = count if show is None else min(show, count)
-        click.echo(f"{count} requests ({shown} shown); nothing was published", err=True)
+        print_dry_run(build_requests(hrefs, template, arg_template), show)
         return
     if not stack_name:
-        if checkpoint_path is not None or no_checkpoint:
-            raise click.UsageError("--checkpoint is for --stack; the local queue resumes by itself")
-        # Imported here: publishing to a stack needs none of the local pipeline's packages.
-        from stactools_ingest.commands.run import RUN_WORKERS, run_locally
-        from stactools_ingest.pipeline import LocalPipeline
-        from stactools_ingest.target import resolve_dsn
-
-        pipeline = LocalPipeline(resolve_dsn(dsn), gen_workers=workers or RUN_WORKERS)
-        run_locally(pipeline, build_requests(hrefs, template, arg_template), as_json=as_json)
+        run_here(
+            build_requests(hrefs, template, arg_template),
+            dsn,
+            gen_workers=workers,
+            checkpoint_path=checkpoint_path,
+            no_checkpoint=no_checkpoint,
+            as_json=as_json,
+        )
     workers = workers or 8
     outputs = resolve_stack(stack_name, client("cloudformation"))
     # A local inventory is counted first (a quick pass), for the progress bar's ETA.
