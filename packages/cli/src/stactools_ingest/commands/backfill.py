@@ -3,13 +3,46 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 
+from stactools_ingest.aws_stack import STACK_HELP
 from stactools_ingest.inputs import InputProblem, InputRecord
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def target_options(fn: F) -> F:
+    """``--stack`` and ``--dsn``, worded alike everywhere: where a backfill goes."""
+    fn = click.option(
+        "--dsn",
+        help="Without --stack: the target pgstac (default: PGSTAC_DSN, PG* variables, else "
+        "embedded).",
+    )(fn)
+    return click.option("--stack", "stack_name", metavar="NAME", help=STACK_HELP)(fn)
+
+
+def checkpoint_options(what: str) -> Callable[[F], F]:
+    """``--checkpoint FILE`` and ``--no-checkpoint``; ``what`` says how the default is keyed."""
+
+    def decorate(fn: F) -> F:
+        fn = click.option(
+            "--no-checkpoint",
+            is_flag=True,
+            help="With --stack: keep no checkpoint; submit everything.",
+        )(fn)
+        return click.option(
+            "--checkpoint",
+            "checkpoint_path",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="With --stack: the file recording how far it got, so a rerun continues there "
+            f"(default: one per {what} and stack under the project's home).",
+        )(fn)
+
+    return decorate
 
 
 def print_dry_run(records: Iterable[InputRecord | InputProblem], show: int | None) -> None:

@@ -13,8 +13,7 @@ import click
 
 from item_load.fetch import HrefFetcher, HrefPolicy, non_public_kind
 from item_load.settings import LoadSettings
-from stactools_ingest.aws_stack import STACK_HELP
-from stactools_ingest.commands.backfill import run_here
+from stactools_ingest.commands.backfill import checkpoint_options, run_here, target_options
 from stactools_ingest.crawl import Crawler, is_local, root_href
 from stactools_ingest.inputs import InputProblem
 
@@ -57,11 +56,7 @@ def _on_this_network(root: str) -> bool:
 
 @click.command("crawl")
 @click.argument("source")
-@click.option("--stack", "stack_name", metavar="NAME", help=STACK_HELP)
-@click.option(
-    "--dsn",
-    help="Without --stack: the target pgstac (default: PGSTAC_DSN, PG* variables, else embedded).",
-)
+@target_options
 @click.option(
     "--readers",
     type=click.IntRange(1, 64),
@@ -75,16 +70,7 @@ def _on_this_network(root: str) -> bool:
     help="Also store the Catalog documents (pgstac keeps them beside collections, for "
     "stac-fastapi-pgstac's multi-tenant catalogs); by default they are only walked.",
 )
-@click.option(
-    "--checkpoint",
-    "checkpoint_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="With --stack: the file recording how far the crawl got (default: one per catalog "
-    "and stack under the project's home).",
-)
-@click.option(
-    "--no-checkpoint", is_flag=True, help="With --stack: keep no checkpoint; submit everything."
-)
+@checkpoint_options("catalog")
 @click.option("--dry-run", is_flag=True, help="Walk and count; load or publish nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")

@@ -8,8 +8,12 @@ from pathlib import Path
 
 import click
 
-from stactools_ingest.aws_stack import STACK_HELP
-from stactools_ingest.commands.backfill import print_dry_run, run_here
+from stactools_ingest.commands.backfill import (
+    checkpoint_options,
+    print_dry_run,
+    run_here,
+    target_options,
+)
 from stactools_ingest.datasets import DATASETS_DIR, Dataset, DatasetError, find, load
 from stactools_ingest.inputs import check_files
 
@@ -51,11 +55,7 @@ def list_datasets() -> None:
 
 @dataset.command("run")
 @click.argument("name")
-@click.option("--stack", "stack_name", metavar="NAME", help=STACK_HELP)
-@click.option(
-    "--dsn",
-    help="Without --stack: the target pgstac (default: PGSTAC_DSN, PG* variables, else embedded).",
-)
+@target_options
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
@@ -66,16 +66,7 @@ def list_datasets() -> None:
 @click.option(
     "--show", type=click.IntRange(min=0), help="With --dry-run: print only the first N requests."
 )
-@click.option(
-    "--checkpoint",
-    "checkpoint_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="With --stack: the file recording how far the backfill got (default: one per "
-    "dataset, definition and stack under the project's home).",
-)
-@click.option(
-    "--no-checkpoint", is_flag=True, help="With --stack: keep no checkpoint; submit everything."
-)
+@checkpoint_options("dataset definition")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def run_dataset(

@@ -13,10 +13,15 @@ from pydantic import ValidationError
 
 from item_gen.models import ItemRequest
 from stactools_ingest.aws_publish import sns_client
-from stactools_ingest.aws_stack import STACK_HELP, client, resolve_stack
+from stactools_ingest.aws_stack import client, resolve_stack
 from stactools_ingest.checkpoint import Checkpoint, Row
 from stactools_ingest.checkpoint import default_path as default_checkpoint
-from stactools_ingest.commands.backfill import print_dry_run, run_here
+from stactools_ingest.commands.backfill import (
+    checkpoint_options,
+    print_dry_run,
+    run_here,
+    target_options,
+)
 from stactools_ingest.commands.submit import publish_documents, publish_resumably
 from stactools_ingest.inputs import InputProblem, InputRecord, check_files
 from stactools_ingest.inventories import HrefFilter, read_hrefs
@@ -89,30 +94,17 @@ def build_requests(
 @click.option("--prefix", help="Only hrefs starting with this (s3://bucket/key for S3 Inventory).")
 @click.option("--suffix", help="Only hrefs ending with this, e.g. .tif")
 @click.option("--match", "pattern", help="Only hrefs a Python regular expression finds a match in.")
-@click.option("--stack", "stack_name", metavar="NAME", help=STACK_HELP)
+@target_options
 @click.option("--dry-run", is_flag=True, help="Print the requests as NDJSON instead of publishing.")
 @click.option(
     "--show", type=click.IntRange(min=0), help="With --dry-run: print only the first N requests."
 )
-@click.option(
-    "--checkpoint",
-    "checkpoint_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="With --stack: the file recording how far the backfill got, so a rerun skips what was "
-    "submitted (default: one per stack and backfill under the project's home).",
-)
-@click.option(
-    "--no-checkpoint", is_flag=True, help="With --stack: keep no checkpoint; submit everything."
-)
+@checkpoint_options("inventory, filters and request template")
 @click.option(
     "--workers",
     type=click.IntRange(1, 64),
     help="With --stack, SNS publish_batch calls in flight at once (8); without, ItemGen workers "
     "(run's default).",
-)
-@click.option(
-    "--dsn",
-    help="Without --stack: the target pgstac (default: PGSTAC_DSN, PG* variables, else embedded).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def inventory(
