@@ -112,8 +112,10 @@ def main() -> None:
                 "--group", "gladglclu2020", "--stack", STACK, "--workers", str(args.workers),
                 "--json",
             ]  # fmt: skip
+            # its default checkpoint (kept, as a user's would be) goes to the temporary home
+            home = {**env, "STACTOOLS_INGEST_HOME": str(Path(tmp) / "home")}
             with Timer() as ours:
-                proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                proc = subprocess.run(cmd, env=home, capture_output=True, text=True)
             if proc.returncode != 0:
                 raise SystemExit(f"inventory failed: {proc.stderr[-2000:]}")
         summary = json.loads(proc.stdout.strip().splitlines()[-1])
