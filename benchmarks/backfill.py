@@ -27,21 +27,9 @@ import time
 from pathlib import Path
 
 from _common import REPO, Timer, fresh_db, print_json, print_table, server
-from fake_package import GROUP, build_wheel
+from fake_package import COLLECTION, GROUP, build_wheel
 
 CLI = str(Path(sys.executable).parent / "stactools-ingest")
-COLLECTION = {
-    "type": "Collection",
-    "stac_version": "1.0.0",
-    "id": "fake",
-    "description": "what the fake package makes",
-    "license": "other",
-    "extent": {
-        "spatial": {"bbox": [[-180, -90, 180, 90]]},
-        "temporal": {"interval": [[None, None]]},
-    },
-    "links": [],
-}
 
 
 def loaded(dsn: str) -> int:

@@ -22,6 +22,19 @@ from pathlib import Path
 
 NAME = "stactools_fakegen"
 GROUP = "fakegen"
+COLLECTION = {
+    "type": "Collection",
+    "stac_version": "1.0.0",
+    "id": "fake",
+    "description": "what the fake package makes",
+    "license": "other",
+    "extent": {
+        "spatial": {"bbox": [[-180, -90, 180, 90]]},
+        "temporal": {"interval": [[None, None]]},
+    },
+    "links": [],
+}
+"""The collection of the items the fake package makes (their ``collection`` is ``fake``)."""
 
 PLUGIN = r'''
 import io, json, os, signal, subprocess, sys, tempfile, time

@@ -17,25 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
-from fake_package import GROUP, build_wheel
+from fake_package import COLLECTION, GROUP, build_wheel
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "stactools-ingest")
 ROWS = 1000
 WORKERS = 2
-
-FAKE_COLLECTION = {
-    "type": "Collection",
-    "stac_version": "1.0.0",
-    "id": "fake",
-    "description": "what the fake package makes",
-    "license": "other",
-    "extent": {
-        "spatial": {"bbox": [[-180, -90, 180, 90]]},
-        "temporal": {"interval": [[None, None]]},
-    },
-    "links": [],
-}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +38,7 @@ def _loaded(pgstac) -> int:
 def test_a_killed_local_backfill_resumes_and_submits_nothing_twice(pgstac, wheel, tmp_path):
     # GIVEN the collection, and an inventory of 1,000 rows (plus a comment and a blank line)
     docs = tmp_path / "collection.json"
-    docs.write_text(json.dumps(FAKE_COLLECTION))
+    docs.write_text(json.dumps(COLLECTION))
     assert subprocess.run([CLI, "run", str(docs), "--dsn", pgstac.dsn], cwd=REPO).returncode == 0
     inventory = tmp_path / "rows.txt"
     ids = [f"tile-{n:06d}" for n in range(ROWS)]
