@@ -2,7 +2,8 @@
 
 The ``deployed`` fixture emulates the CDK app's ingestion stack: a CloudFormation stack whose
 template creates the two topics and the two queues with their DLQs (and names them in outputs
-with the app's output names), plus the SNS → SQS subscriptions moto's CloudFormation cannot make.
+with the app's output names) and the payload bucket, plus the SNS → SQS subscriptions moto's
+CloudFormation cannot make.
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ def _template() -> dict:
     outputs["ItemGenSNSTopicArn"] = {"Value": {"Ref": "ItemGenTopic"}}
     outputs["ItemLoadTopicArn"] = {"Value": {"Ref": "ItemLoadTopic"}}
     outputs["PgstacSecret"] = {"Value": "arn:aws:secretsmanager:us-east-1:123456789012:secret:x"}
+    resources["PayloadBucket"] = {
+        "Type": "AWS::S3::Bucket",
+        "Properties": {"BucketName": "test-ingestion-payloads"},
+    }
+    outputs["PayloadBucketName"] = {"Value": {"Ref": "PayloadBucket"}}
     return {"Resources": resources, "Outputs": outputs}
 
 

@@ -386,3 +386,39 @@ def test_a_backfill_whose_inventory_changed_before_its_checkpoint_is_not_resumed
     assert isinstance(resumed.exception, CheckpointMismatch)
     assert "the source changed since checkpoint" in str(resumed.exception)
     assert deployed.published("gen") == []
+
+
+def test_a_document_over_sns_limit_travels_through_the_payload_bucket(
+    deployed, tmp_path, pgstac, monkeypatch
+):
+    # GIVEN an item of about 300 KiB (a long property), over SNS's 256 KiB
+    big = item("big", "glad")
+    big["properties"]["notes"] = "n" * 300_000
+    path = write_lines(tmp_path / "big.ndjson", [json.dumps(collection("glad")), json.dumps(big)])
+    # WHEN it is submitted to the stack
+    result = invoke(SUBMIT, [str(path), "--stack", STACK, "--json"])
+    # THEN it was published as a pointer to the stack's payload bucket
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["published"] == 2
+    bodies = deployed.drain("load")
+    messages = [json.loads(json.loads(b)["Message"]) for b in bodies]
+    [pointer] = [m for m in messages if "href" in m]
+    assert pointer["href"].startswith("s3://test-ingestion-payloads/payloads/glad/big-")
+    # AND the load stage, reading it as it would on AWS, loads the whole item
+    from factories import sqs_record
+
+    from item_load import handler as load_handler
+    from item_load.fetch import HrefFetcher, HrefPolicy
+
+    monkeypatch.setattr(load_handler, "fetcher", HrefFetcher(HrefPolicy()))  # s3 and https
+    load_handler.connections.discard()
+    from factories import LambdaContext, sqs_event
+
+    response = load_handler.handler(sqs_event([sqs_record(b) for b in bodies]), LambdaContext())
+    load_handler.connections.discard()
+    assert response == {"batchItemFailures": []}
+    with pgstac.connect() as conn:
+        notes = conn.execute(
+            "SELECT length(content->'properties'->>'notes') FROM items WHERE id = 'big'"
+        ).fetchone()
+    assert notes == (300_000,)

@@ -12,6 +12,8 @@ from typing import Any
 import click
 
 from ingest_common.errors import IngestError, PermanentError
+from item_gen.publish import SNS_MAX_BYTES as PAYLOAD_THRESHOLD
+from item_gen.publish import Publisher
 from stactools_ingest.aws_publish import BatchPublisher, PublishSummary, route, sns_client
 from stactools_ingest.aws_stack import STACK_HELP, client, output, resolve_stack
 from stactools_ingest.checkpoint import Checkpoint, CheckpointMismatch, Row
@@ -124,6 +126,7 @@ def publish_documents(
         "gen": output(outputs, "ItemGenSNSTopicArn"),
         "load": output(outputs, "ItemLoadTopicArn"),
     }
+    payloads = _payload_publisher(outputs, topics["load"])
     outstanding: dict[int, int] = {}  # messages of a split input not settled yet
     lock = threading.Lock()
 
@@ -152,6 +155,14 @@ def publish_documents(
             except PermanentError as e:
                 publisher.fail(record.source, str(e), n)
                 continue
+            if payloads is not None and len(routed) == 1:
+                stage, message = routed[0]
+                if stage == "load" and len(message.encode()) > PAYLOAD_THRESHOLD:
+                    try:  # over SNS's limit: stored in the stack's payload bucket, sent as an href
+                        routed = [(stage, payloads.message_for(record.obj))]
+                    except IngestError as e:
+                        publisher.fail(record.source, str(e), n)
+                        continue
             if len(routed) > 1:
                 with lock:
                     outstanding[n] = len(routed)
@@ -170,6 +181,18 @@ def publish_documents(
             f"{summary.failed} input(s) not published (each reported above with its file and line)"
         )
     return summary
+
+
+def _payload_publisher(outputs: dict[str, str], load_topic: str) -> Any:
+    """ItemGen's publisher over the stack's payload bucket, which ItemLoad reads: a STAC
+    document over SNS's limit goes there and travels as ``{"href": "s3://…"}``, as ItemGen sends
+    large items. None for a stack without one (an older deployment)."""
+    bucket = outputs.get("PayloadBucketName")
+    if not bucket:
+        return None
+    from stactools_ingest.aws_stack import client
+
+    return Publisher(load_topic, bucket, sns=None, s3=client("s3"))
 
 
 def publish_resumably(
