@@ -152,24 +152,18 @@ class Crawler:
     load_catalogs: bool = False
     counts: CrawlCounts = field(default_factory=CrawlCounts)
 
-    def records(self, source: str) -> Iterator[InputRecord | InputProblem]:
-        """Every record of the catalog at ``source``, in walk order (see ``rows``)."""
-        return (row.record for row in self.rows(source) if row.record is not None)
-
-    def rows(self, source: str, skip: int = 0) -> Iterator[Row]:
-        """Every row of the catalog at ``source`` in walk order, keyed by href; the first
-        ``skip`` without their records (their items are not read).
-
-        The root is read now: CrawlError when it is unusable, before anything else happens.
-        """
+    def open(self, source: str) -> Walk:
+        """The catalog at ``source``, its root read now: CrawlError when the root is unusable,
+        before anything else happens."""
         root = root_href(source)
         try:
             doc = self._node(root)
         except _Unusable as e:
             raise CrawlError(f"{shown(root)}: {e}") from None
-        return self._walk(root, doc, skip)
+        return Walk(self, root, doc)
 
-    def _walk(self, root: str, doc: dict[str, Any], skip: int) -> Iterator[Row]:
+    def rows_of(self, root: str, doc: dict[str, Any], skip: int) -> Iterator[Row]:
+        """The rows of the catalog whose root ``doc`` was read from ``root`` (see ``Walk``)."""
         # the walk's stack: (href or bad link, document if already read, collection above,
         # the link's holder for reasons)
         stack: list[tuple[str | _BadLink, dict[str, Any] | None, str | None, str]] = [
@@ -317,6 +311,24 @@ class Crawler:
         return InputRecord(shown(target), _ready(doc, target))
 
 
+@dataclass(frozen=True)
+class Walk:
+    """One catalog whose root was read: walk it as often as needed without reading it again."""
+
+    crawler: Crawler
+    root: str
+    doc: dict[str, Any]
+
+    def rows(self, skip: int = 0) -> Iterator[Row]:
+        """Every row of the catalog in walk order, keyed by href; the first ``skip`` without
+        their records (their items are not read)."""
+        return self.crawler.rows_of(self.root, self.doc, skip)
+
+    def records(self) -> Iterator[InputRecord | InputProblem]:
+        """Every record of the catalog, in walk order."""
+        return (row.record for row in self.rows() if row.record is not None)
+
+
 class _Unusable(Exception):
     """One document of the catalog cannot be used (the reason names no href: callers add it)."""
 
@@ -359,7 +371,8 @@ def _linked(
 
 
 def _ready(doc: dict[str, Any], location: str) -> dict[str, Any]:
-    """The document with absolute hrefs and without the static tree's links (see module doc).
+    """A copy of the document with absolute hrefs and without the static tree's links (see
+    module doc); the document itself is left as read (a walk may read its links again).
 
     An href that cannot be made absolute (malformed) is kept as written."""
 
@@ -369,16 +382,20 @@ def _ready(doc: dict[str, Any], location: str) -> dict[str, Any]:
         except ValueError:
             return href
 
+    ready = dict(doc)
     links = doc.get("links")
     if isinstance(links, list):
-        doc["links"] = [
+        ready["links"] = [
             {**ln, "href": absolute(ln["href"])} if isinstance(ln.get("href"), str) else ln
             for ln in links
             if isinstance(ln, dict) and ln.get("rel") not in TREE_RELS
         ]
     assets = doc.get("assets")
     if isinstance(assets, dict):
-        for asset in assets.values():
-            if isinstance(asset, dict) and isinstance(asset.get("href"), str):
-                asset["href"] = absolute(asset["href"])
-    return doc
+        ready["assets"] = {
+            key: {**asset, "href": absolute(asset["href"])}
+            if isinstance(asset, dict) and isinstance(asset.get("href"), str)
+            else asset
+            for key, asset in assets.items()
+        }
+    return ready

@@ -14,7 +14,7 @@ import click
 from item_load.fetch import HrefFetcher, HrefPolicy, non_public_kind
 from item_load.settings import LoadSettings
 from stactools_ingest.commands.backfill import checkpoint_options, run_here, target_options
-from stactools_ingest.crawl import Crawler, is_local, root_href
+from stactools_ingest.crawl import Crawler, Walk, is_local, root_href
 from stactools_ingest.inputs import InputProblem
 
 READERS = 8
@@ -100,12 +100,13 @@ def crawl(
     """
     root = root_href(source)
     crawler = Crawler(crawl_fetcher(root), workers=readers, load_catalogs=load_catalogs)
+    walk = crawler.open(root)  # reads the root: a bad one fails here, before anything starts
     if dry_run:
-        _dry_run(crawler, root, as_json)
+        _dry_run(crawler, walk, as_json)
         return
     if not stack_name:
         run_here(
-            crawler.records(root),  # the root is read now: a bad one fails here
+            walk.records(),
             dsn,
             gen_workers=0,
             checkpoint_path=checkpoint_path,
@@ -118,14 +119,13 @@ def crawl(
     from stactools_ingest.checkpoint import Checkpoint, default_path
     from stactools_ingest.commands.submit import publish_documents, publish_resumably
 
-    crawler.rows(root)  # fail on a bad root before touching the stack
     outputs = resolve_stack(stack_name, client("cloudformation"))
     if no_checkpoint:
-        publish_documents(crawler.records(root), outputs, sns_client(), as_json=as_json)
+        publish_documents(walk.records(), outputs, sns_client(), as_json=as_json)
         return
     identity = {"crawl": root, "load_catalogs": load_catalogs}
     publish_resumably(
-        lambda done: crawler.rows(root, skip=done),
+        lambda done: walk.rows(skip=done),
         Checkpoint(checkpoint_path or default_path("crawl", stack_name, identity), identity),
         outputs,
         sns_client(),
@@ -133,10 +133,10 @@ def crawl(
     )
 
 
-def _dry_run(crawler: Crawler, root: str, as_json: bool) -> None:
+def _dry_run(crawler: Crawler, walk: Walk, as_json: bool) -> None:
     import json
 
-    for record in crawler.records(root):
+    for record in walk.records():
         if isinstance(record, InputProblem):
             click.echo(f"{record.source}: {record.reason}", err=True)
     counts = dataclasses.asdict(crawler.counts)
