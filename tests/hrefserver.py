@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -88,9 +88,10 @@ class HrefHandler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def serving() -> Iterator[str]:
-    """Run the server in a thread; yields its base URL (http://127.0.0.1:PORT)."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), HrefHandler)
+def serving(handler: Callable[..., BaseHTTPRequestHandler] = HrefHandler) -> Iterator[str]:
+    """Run a server in a thread (these tests' ``HrefHandler`` unless given another handler);
+    yields its base URL (http://127.0.0.1:PORT)."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import pystac
 import pytest
 from click.testing import CliRunner, Result
+from hrefserver import serving as static_server
 from moto_stack import STACK, Wrapped
 
 from stactools_ingest.commands import crawl as crawl_command
@@ -63,22 +64,30 @@ def write_catalog(root: Path, items: dict[str, list[str]] = ITEMS) -> Path:
     return root / "catalog.json"
 
 
+class StaticFiles(SimpleHTTPRequestHandler):
+    """A plain static file server, as `python -m http.server` serves a catalog; it counts the
+    requests for each path."""
+
+    hits: collections.Counter[str]
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.hits[self.path] += 1
+        super().do_GET()
+
+
 @contextmanager
-def serving(directory: Path) -> Iterator[str]:
-    """A plain static file server on 127.0.0.1, as `python -m http.server` serves a catalog."""
+def serving(directory: Path, hits: collections.Counter[str] | None = None) -> Iterator[str]:
+    """``directory`` served over http on 127.0.0.1."""
+    counts: collections.Counter[str] = collections.Counter() if hits is None else hits
 
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
+    class Files(StaticFiles):
+        hits = counts
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(directory)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with static_server(partial(Files, directory=str(directory))) as url:
+        yield url
 
 
 def killed_at_the_second(deployed):
@@ -203,11 +212,15 @@ def test_an_unusable_root_is_one_line_and_nothing_starts(pgstac, tmp_path):
 
 
 def test_loading_catalogs_is_asked_for(pgstac, tmp_path):
-    root = write_catalog(tmp_path / "stac")
+    # GIVEN the catalog, crawled from its directory with --load-catalogs
+    write_catalog(tmp_path / "stac")
     result = invoke(str(tmp_path / "stac"), "--dsn", pgstac.dsn, "--load-catalogs", "--json")
+    # THEN the two catalogs are stored beside the collections, as Catalogs, without tree links
     assert result.exit_code == 0, result.output
     assert collection_ids(pgstac) == ["alpha", "beta", "root", "sub"]
-    assert root.exists()
+    with pgstac.connect() as conn:
+        root = conn.execute("SELECT content FROM collections WHERE id = 'root'").fetchone()[0]
+    assert root["type"] == "Catalog" and root["links"] == []
 
 
 def test_items_without_a_collection_take_the_one_above_them(pgstac, tmp_path):
@@ -239,17 +252,25 @@ def test_relative_links_resolve_against_their_document(base, href, expected):
     assert resolve(base, href) == expected
 
 
-def test_a_crawl_to_a_stack_publishes_collections_before_items_and_resumes(
-    deployed, tmp_path, monkeypatch
-):
-    # GIVEN a catalog of 27 documents (SNS batches of 10) and a publisher killed at its second
-    # call
+MANY = {"alpha": [f"alpha-{n:02d}" for n in range(20)], "beta": ["beta-0", "beta-1", "b2"]}
+"""27 documents with their collections: three SNS batches of ten."""
+
+
+@pytest.fixture
+def killed_crawl(deployed, tmp_path, monkeypatch) -> Path:
+    """A crawl of ``MANY`` to the stack, killed at its second publish_batch (after the first
+    ten documents); returns the catalog's root. Publishing works again afterwards."""
     monkeypatch.setenv("STACTOOLS_INGEST_HOME", str(tmp_path / "home"))
-    many = {"alpha": [f"alpha-{n:02d}" for n in range(20)], "beta": ["beta-0", "beta-1", "b2"]}
-    root = write_catalog(tmp_path / "stac", many)
+    root = write_catalog(tmp_path / "stac", MANY)
     monkeypatch.setattr("stactools_ingest.aws_publish.sns_client", killed_at_the_second(deployed))
-    killed = invoke(str(root), "--stack", STACK)
-    assert killed.exit_code != 0
+    assert invoke(str(root), "--stack", STACK).exit_code != 0
+    monkeypatch.setattr("stactools_ingest.aws_publish.sns_client", lambda: deployed.sns)
+    return root
+
+
+def test_a_crawl_to_a_stack_publishes_collections_before_items_and_resumes(deployed, killed_crawl):
+    # GIVEN a crawl of 27 documents to a stack, killed after its first batch
+    root = killed_crawl
     first = deployed.published("load")
     # THEN what went first was the collection, then its items, in the catalog's order
     # (the root links the sub-catalog before alpha)
@@ -262,12 +283,11 @@ def test_a_crawl_to_a_stack_publishes_collections_before_items_and_resumes(
         *[("Feature", f"alpha-{n:02d}") for n in range(5)],
     ]
     # WHEN it runs again
-    monkeypatch.setattr("stactools_ingest.aws_publish.sns_client", lambda: deployed.sns)
     resumed = invoke(str(root), "--stack", STACK, "--json")
     assert resumed.exit_code == 0, resumed.output
     # THEN every document was published exactly once across both runs
     ids = [d["id"] for d in first + deployed.published("load")]
-    assert sorted(ids) == sorted(["alpha", "beta", *many["alpha"], *many["beta"]])
+    assert sorted(ids) == sorted(["alpha", "beta", *MANY["alpha"], *MANY["beta"]])
 
 
 def test_a_catalog_in_s3_loads_with_s3_hrefs(pgstac, tmp_path, aws_env):
@@ -300,18 +320,13 @@ def _add_links(path: Path, *links: dict) -> None:
 
 
 def test_a_resumed_crawl_refuses_a_catalog_that_changed_before_its_checkpoint(
-    deployed, tmp_path, monkeypatch
+    deployed, killed_crawl
 ):
     # GIVEN a crawl to a stack killed after its first batch of ten documents
-    monkeypatch.setenv("STACTOOLS_INGEST_HOME", str(tmp_path / "home"))
-    many = {"alpha": [f"alpha-{n:02d}" for n in range(20)], "beta": ["beta-0", "beta-1", "b2"]}
-    root = write_catalog(tmp_path / "stac", many)
-    monkeypatch.setattr("stactools_ingest.aws_publish.sns_client", killed_at_the_second(deployed))
-    assert invoke(str(root), "--stack", STACK).exit_code != 0
+    root = killed_crawl
     deployed.published("load")
     # WHEN a document before that point breaks (the sub-catalog, read first), and it resumes
-    (tmp_path / "stac/sub/catalog.json").write_text("{")
-    monkeypatch.setattr("stactools_ingest.aws_publish.sns_client", lambda: deployed.sns)
+    (root.parent / "sub/catalog.json").write_text("{")
     resumed = invoke(str(root), "--stack", STACK)
     # THEN it refuses before publishing anything, rather than skip rows it never sent
     assert resumed.exit_code != 0
@@ -399,19 +414,39 @@ def test_names_with_spaces_unicode_hashes_and_percent_signs(pgstac, tmp_path):
     assert (summary(served)["failed"], summary(served)["documents"]) == (0, 7)
 
 
-def test_the_default_checkpoint_is_the_same_whatever_directory_it_runs_from(
+def test_the_default_checkpoint_follows_the_catalog_not_how_it_was_named(
     deployed, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("STACTOOLS_INGEST_HOME", str(tmp_path / "home"))
     for name in ("one", "two"):
         write_catalog(tmp_path / name)
+    # GIVEN one catalog crawled to the stack as ./catalog.json
     monkeypatch.chdir(tmp_path / "one")
     assert invoke("catalog.json", "--stack", STACK).exit_code == 0
     assert len(deployed.published("load")) == 7
+    # WHEN another catalog, also ./catalog.json from its directory, is crawled
     monkeypatch.chdir(tmp_path / "two")
-    again = invoke("catalog.json", "--stack", STACK)
-    assert again.exit_code == 0, again.output
-    assert len(deployed.published("load")) == 7  # another catalog: published, not skipped
+    other = invoke("catalog.json", "--stack", STACK)
+    # THEN it is published, not taken for the first one
+    assert other.exit_code == 0, other.output
+    assert len(deployed.published("load")) == 7
+    # AND the first one, named another way (from elsewhere, by its directory), is found finished
+    monkeypatch.chdir(tmp_path)
+    again = invoke("one", "--stack", STACK)
+    assert again.exit_code == 0 and "already submitted in full" in again.stderr
+    assert deployed.published("load") == []
+
+
+def test_a_crawl_reads_each_document_once(deployed, tmp_path, monkeypatch):
+    # GIVEN a served catalog, crawled to a stack (the root is checked before the stack is)
+    monkeypatch.setenv("STACTOOLS_INGEST_HOME", str(tmp_path / "home"))
+    write_catalog(tmp_path / "stac")
+    hits: collections.Counter[str] = collections.Counter()
+    with serving(tmp_path / "stac", hits) as url:
+        result = invoke(f"{url}/catalog.json", "--stack", STACK)
+    # THEN every document, the root included, was fetched exactly once
+    assert result.exit_code == 0, result.output
+    assert len(hits) == 9 and set(hits.values()) == {1}, hits  # 2 catalogs, 2 collections, 5 items
 
 
 def test_dry_run_counts_and_fails_on_broken_links(tmp_path):
