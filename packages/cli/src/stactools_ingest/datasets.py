@@ -24,7 +24,7 @@ from ingest_common.errors import IngestError
 from item_gen.models import CollectionRequest, ItemRequest
 from stactools_ingest.checkpoint import Row
 from stactools_ingest.inputs import InputProblem, InputRecord
-from stactools_ingest.inventories import HrefFilter, read_hrefs
+from stactools_ingest.inventories import HrefFilter, count_hrefs, read_hrefs
 from stactools_ingest.target import project_dir
 
 DATASETS_DIR = "datasets"
@@ -98,14 +98,16 @@ class InventorySpec(_Strict):
                 raise ValueError(f"not a regular expression ({e})") from None
         return value
 
-    def hrefs(self) -> Iterator[tuple[str, str]]:
-        """``(where, href)`` of each href kept by the filters, in the inventory's order."""
-        keep = HrefFilter(
+    def keep(self) -> HrefFilter:
+        return HrefFilter(
             prefix=self.prefix,
             suffix=self.suffix,
             pattern=re.compile(self.match) if self.match else None,
         )
-        return read_hrefs(self.source, keep)
+
+    def hrefs(self) -> Iterator[tuple[str, str]]:
+        """``(where, href)`` of each href kept by the filters, in the inventory's order."""
+        return read_hrefs(self.source, self.keep())
 
 
 class Dataset(_Strict):
@@ -168,6 +170,11 @@ class Dataset(_Strict):
             }
         )
         return _dumped(request)
+
+    def count(self) -> int | None:
+        """How many requests ``records`` yields (None for an inventory in S3: not read twice)."""
+        hrefs = count_hrefs(self.inventory.source, self.inventory.keep())
+        return None if hrefs is None else hrefs + (self.collection is not None)
 
     def records(self, name: str) -> Iterator[InputRecord | InputProblem]:
         """The collection request, then one item request per href of the inventory."""

@@ -68,6 +68,14 @@ def read_hrefs(source: str, keep: HrefFilter | None = None) -> Iterator[tuple[st
     return ((where, href) for where, href in rows if keep(href))
 
 
+def count_hrefs(source: str, keep: HrefFilter | None = None) -> int | None:
+    """How many hrefs ``read_hrefs`` yields, for a progress bar's ETA: a quick pass over a local
+    inventory; None for one in S3, which is not read twice for a progress bar."""
+    if source.startswith("s3://"):
+        return None
+    return sum(1 for _ in read_hrefs(source, keep))
+
+
 def _list_rows(path: str) -> Iterator[tuple[str, str]]:
     check_files([path])
     with open(path, encoding="utf-8") as stream:

@@ -108,9 +108,7 @@ def run_dataset(
     from stactools_ingest.commands.submit import publish_documents, publish_resumably
 
     outputs = resolve_stack(stack_name, client("cloudformation"))
-    total = None  # a local inventory is counted first (a quick pass), for the ETA
-    if not definition.inventory.source.startswith("s3://"):
-        total = sum(1 for _ in definition.inventory.hrefs()) + (definition.collection is not None)
+    total = definition.count()  # for the progress bar's ETA
     if no_checkpoint:
         publish_documents(
             definition.records(label),

@@ -24,7 +24,7 @@ from stactools_ingest.commands.backfill import (
 )
 from stactools_ingest.commands.submit import publish_documents, publish_resumably
 from stactools_ingest.inputs import InputProblem, InputRecord, check_files
-from stactools_ingest.inventories import HrefFilter, read_hrefs
+from stactools_ingest.inventories import HrefFilter, count_hrefs, read_hrefs
 
 
 def _parse_options(values: tuple[str, ...]) -> dict[str, str]:
@@ -169,8 +169,7 @@ def inventory(
         )
     workers = workers or 8
     outputs = resolve_stack(stack_name, client("cloudformation"))
-    # A local inventory is counted first (a quick pass), for the progress bar's ETA.
-    total = None if inventory.startswith("s3://") else sum(1 for _ in read_hrefs(inventory, keep))
+    total = count_hrefs(inventory, keep)
     if no_checkpoint:
         requests = build_requests(hrefs, template, arg_template)
         publish_documents(
