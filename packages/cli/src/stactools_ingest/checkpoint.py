@@ -1,7 +1,7 @@
 """Where a backfill stands: every row before ``done`` was submitted (or reported failed).
 
 A backfill (an inventory, a crawl, a dataset) is a sequence of rows in a fixed order, each with a
-key that names it (its file and line and href, a document's href). Batches are settled out of
+key that names it (an inventory row's href, a crawled document's href). Batches are settled out of
 order by parallel senders, so the file records the contiguous prefix only, rewritten atomically
 (a temporary file, then ``os.replace``) each time it grows: a SIGKILL leaves either the old
 prefix or the new one. What was in flight at a kill is sent again on resume (a standard SNS topic

@@ -126,7 +126,12 @@ def publish_documents(
         "gen": output(outputs, "ItemGenSNSTopicArn"),
         "load": output(outputs, "ItemLoadTopicArn"),
     }
-    payloads = _payload_publisher(outputs, topics["load"])
+    # A STAC document over SNS's limit goes to the stack's payload bucket (which ItemLoad reads)
+    # and travels as {"href": "s3://…"}, as ItemGen sends large items; its publisher (and S3
+    # client) is made when a document first needs it. A stack without the bucket (an older
+    # deployment) reports such documents as too large.
+    bucket = outputs.get("PayloadBucketName")
+    payloads: Publisher | None = None
     outstanding: dict[int, int] = {}  # messages of a split input not settled yet
     lock = threading.Lock()
 
@@ -155,10 +160,12 @@ def publish_documents(
             except PermanentError as e:
                 publisher.fail(record.source, str(e), n)
                 continue
-            if payloads is not None and len(routed) == 1:
+            if bucket and len(routed) == 1:
                 stage, message = routed[0]
                 if stage == "load" and len(message.encode()) > PAYLOAD_THRESHOLD:
-                    try:  # over SNS's limit: stored in the stack's payload bucket, sent as an href
+                    if payloads is None:
+                        payloads = Publisher(topics["load"], bucket, sns=None, s3=client("s3"))
+                    try:
                         routed = [(stage, payloads.message_for(record.obj))]
                     except IngestError as e:
                         publisher.fail(record.source, str(e), n)
@@ -181,18 +188,6 @@ def publish_documents(
             f"{summary.failed} input(s) not published (each reported above with its file and line)"
         )
     return summary
-
-
-def _payload_publisher(outputs: dict[str, str], load_topic: str) -> Any:
-    """ItemGen's publisher over the stack's payload bucket, which ItemLoad reads: a STAC
-    document over SNS's limit goes there and travels as ``{"href": "s3://…"}``, as ItemGen sends
-    large items. None for a stack without one (an older deployment)."""
-    bucket = outputs.get("PayloadBucketName")
-    if not bucket:
-        return None
-    from stactools_ingest.aws_stack import client
-
-    return Publisher(load_topic, bucket, sns=None, s3=client("s3"))
 
 
 def publish_resumably(
