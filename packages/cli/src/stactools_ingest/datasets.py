@@ -21,10 +21,10 @@ from packaging.requirements import InvalidRequirement, Requirement
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ingest_common.errors import IngestError
-from item_gen.models import CollectionRequest, ItemRequest
+from item_gen.models import CollectionRequest
 from stactools_ingest.checkpoint import Row
 from stactools_ingest.inputs import InputProblem, InputRecord
-from stactools_ingest.inventories import HrefFilter, count_hrefs, read_hrefs
+from stactools_ingest.inventories import HrefFilter, count_hrefs, read_hrefs, request_for
 from stactools_ingest.target import project_dir
 
 DATASETS_DIR = "datasets"
@@ -158,18 +158,15 @@ class Dataset(_Strict):
                 "partition_trunc": self.collection.partition_trunc,
             }
         )
-        return _dumped(request)
+        doc = request.model_dump(exclude_none=True)
+        if not doc["extra_packages"]:
+            del doc["extra_packages"]
+        return doc
 
-    def item_request(self, href: str) -> dict[str, Any]:
-        """The item request for one href of the inventory."""
-        request = ItemRequest.model_validate(
-            {
-                **self._shared(),
-                "create_item_args": [self.items.href_template.replace("{href}", href)],
-                "create_item_options": self.items.options,
-            }
-        )
-        return _dumped(request)
+    def item_request(self, where: str, href: str) -> InputRecord | InputProblem:
+        """The item request for one href of the inventory (as ``inventory`` builds them)."""
+        template = {**self._shared(), "create_item_options": self.items.options}
+        return request_for(where, href, template, self.items.href_template)
 
     def count(self) -> int | None:
         """How many requests ``records`` yields (None for an inventory in S3: not read twice)."""
@@ -191,14 +188,7 @@ class Dataset(_Strict):
             elif request is not None:
                 yield Row(key, InputRecord(f"{name}:collection", request))
             else:
-                yield Row(key, InputRecord(where, self.item_request(key)))
-
-
-def _dumped(request: CollectionRequest | ItemRequest) -> dict[str, Any]:
-    doc = request.model_dump(exclude_none=True)
-    if not doc.get("extra_packages"):
-        doc.pop("extra_packages", None)
-    return doc
+                yield Row(key, self.item_request(where, key))
 
 
 def find(name: str) -> Path:
@@ -209,14 +199,22 @@ def find(name: str) -> Path:
         if not given.is_file():
             raise DatasetError(f"{name}: no such file")
         return given
-    places = [Path.cwd() / DATASETS_DIR, project_dir() / DATASETS_DIR]
-    for place in dict.fromkeys(places):
+    for place in _places():
         for suffix in (".yaml", ".yml"):
             if (place / f"{name}{suffix}").is_file():
                 return place / f"{name}{suffix}"
-    known = sorted({p.stem for place in places if place.is_dir() for p in place.glob("*.y*ml")})
+    known = sorted({p.stem for p in definitions()})
     hint = f" (known: {', '.join(known)})" if known else ""
     raise DatasetError(f"no dataset {name!r}: no {DATASETS_DIR}/{name}.yaml{hint}")
+
+
+def definitions() -> list[Path]:
+    """Every definition file under ``datasets/`` here and at the project's top."""
+    return sorted({p for place in _places() if place.is_dir() for p in place.glob("*.y*ml")})
+
+
+def _places() -> list[Path]:
+    return list(dict.fromkeys([Path.cwd() / DATASETS_DIR, project_dir() / DATASETS_DIR]))
 
 
 def load(path: Path) -> Dataset:
@@ -240,10 +238,12 @@ def load(path: Path) -> Dataset:
         raise DatasetError(_first_error(path, e)) from None
     try:  # what ItemGen checks of a request (the group's form, …), once, before any href
         dataset.collection_request()
-        dataset.item_request("example.tif")
     except ValidationError as e:
         first = e.errors()[0]
         raise DatasetError(f"{path}: {first['msg'].removeprefix('Value error, ')}") from None
+    sample = dataset.item_request(str(path), "example.tif")
+    if isinstance(sample, InputProblem):
+        raise DatasetError(f"{path}: {sample.reason.removeprefix('invalid request: ')}")
     return dataset
 
 

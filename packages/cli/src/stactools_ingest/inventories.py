@@ -19,14 +19,17 @@ import io
 import json
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote_plus, urlparse
 
+from pydantic import ValidationError
+
 from ingest_common.errors import IngestError
-from stactools_ingest.inputs import check_files
+from item_gen.models import ItemRequest
+from stactools_ingest.inputs import InputProblem, InputRecord, check_files
 
 FORMATS = ("CSV", "Parquet", "ORC")
 
@@ -237,3 +240,29 @@ class _S3Store:
             spool.write(chunk)
         spool.seek(0)
         return spool
+
+
+# -- hrefs to item requests ---------------------------------------------------------------------
+
+
+def request_for(
+    source: str, href: str, template: dict[str, Any], arg_template: str
+) -> InputRecord | InputProblem:
+    """The item request for one href of the inventory, or why there is none."""
+    fields = {**template, "create_item_args": [arg_template.replace("{href}", href)]}
+    try:
+        request = ItemRequest.model_validate(fields)
+    except ValidationError as e:
+        return InputProblem(source, f"invalid request: {e.errors()[0]['msg']}")
+    doc = request.model_dump(exclude_none=True)
+    if not doc["extra_packages"]:
+        del doc["extra_packages"]
+    return InputRecord(source, doc)
+
+
+def build_requests(
+    hrefs: Iterable[tuple[str, str]], template: dict[str, Any], arg_template: str
+) -> Iterator[InputRecord | InputProblem]:
+    """An item request (or why not) for each ``(where, href)`` of the inventory."""
+    for source, href in hrefs:
+        yield request_for(source, href, template, arg_template)

@@ -14,8 +14,15 @@ from stactools_ingest.commands.backfill import (
     run_here,
     target_options,
 )
-from stactools_ingest.datasets import DATASETS_DIR, Dataset, DatasetError, find, load
-from stactools_ingest.inputs import check_files
+from stactools_ingest.datasets import (
+    DATASETS_DIR,
+    Dataset,
+    DatasetError,
+    definitions,
+    find,
+    load,
+)
+from stactools_ingest.inputs import InputProblem, check_files
 
 
 def _open(name: str) -> tuple[Path, Dataset]:
@@ -38,10 +45,7 @@ def dataset() -> None:
 @dataset.command("list")
 def list_datasets() -> None:
     """The datasets defined under ./datasets (and the project's top), checked."""
-    from stactools_ingest.target import project_dir
-
-    places = dict.fromkeys([Path.cwd() / DATASETS_DIR, project_dir() / DATASETS_DIR])
-    paths = sorted({p for place in places if place.is_dir() for p in place.glob("*.y*ml")})
+    paths = definitions()
     if not paths:
         click.echo(f"no dataset definitions in {DATASETS_DIR}/", err=True)
     for path in paths:
@@ -151,11 +155,12 @@ def check_dataset(name: str, href: str | None, as_json: bool) -> None:
     from item_load.validation import check_collection, check_item
 
     path, definition = _open(name)
+    where = "--href"
     if href is None:
         first = next(iter(definition.inventory.hrefs()), None)
         if first is None:
             raise DatasetError(f"{path}: the inventory {definition.inventory.source} lists no href")
-        href = first[1]
+        where, href = first
     settings = GenSettings()
     say = lambda text: click.echo(text, err=True)  # noqa: E731
     collection_request = definition.collection_request()
@@ -171,7 +176,10 @@ def check_dataset(name: str, href: str | None, as_json: bool) -> None:
             ) from None
         say(f"collection {collection['id']}: ok")
     say(f"create-item {href} …")
-    item = generate(parse_request(definition.item_request(href)), settings, run_once)
+    request = definition.item_request(where, href)
+    if isinstance(request, InputProblem):
+        raise DatasetError(f"{path}: {request.reason}")
+    item = generate(parse_request(request.obj), settings, run_once)
     try:
         check_item(item)
     except InvalidItem as e:

@@ -4,7 +4,7 @@ them (the seed's shell loop of ``aws sns publish``)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,14 @@ from stactools_ingest.commands.backfill import (
     target_options,
 )
 from stactools_ingest.commands.submit import publish_documents, publish_resumably
-from stactools_ingest.inputs import InputProblem, InputRecord, check_files
-from stactools_ingest.inventories import HrefFilter, count_hrefs, read_hrefs
+from stactools_ingest.inputs import check_files
+from stactools_ingest.inventories import (
+    HrefFilter,
+    build_requests,
+    count_hrefs,
+    read_hrefs,
+    request_for,
+)
 
 
 def _parse_options(values: tuple[str, ...]) -> dict[str, str]:
@@ -35,29 +41,6 @@ def _parse_options(values: tuple[str, ...]) -> dict[str, str]:
             raise click.BadParameter(f"{value!r} is not KEY=VALUE", param_hint="--option")
         options[key.strip().lstrip("-")] = val
     return options
-
-
-def request_for(
-    source: str, href: str, template: dict[str, Any], arg_template: str
-) -> InputRecord | InputProblem:
-    """The item request for one href of the inventory, or why there is none."""
-    fields = {**template, "create_item_args": [arg_template.replace("{href}", href)]}
-    try:
-        request = ItemRequest.model_validate(fields)
-    except ValidationError as e:
-        return InputProblem(source, f"invalid request: {e.errors()[0]['msg']}")
-    doc = request.model_dump(exclude_none=True)
-    if not doc["extra_packages"]:
-        del doc["extra_packages"]
-    return InputRecord(source, doc)
-
-
-def build_requests(
-    hrefs: Iterable[tuple[str, str]], template: dict[str, Any], arg_template: str
-) -> Iterator[InputRecord | InputProblem]:
-    """An item request (or why not) for each ``(where, href)`` of the inventory."""
-    for source, href in hrefs:
-        yield request_for(source, href, template, arg_template)
 
 
 @click.command("inventory")
