@@ -83,13 +83,26 @@ def item(
     return doc
 
 
-def sns_envelope(message: Any, timestamp: datetime | None = None, topic: str = "item-load") -> str:
-    """The JSON body SQS receives from an SNS subscription without raw delivery."""
+def sns_envelope(
+    message: Any,
+    timestamp: datetime | None = None,
+    topic: str = "item-load",
+    message_id: str | None = None,
+    attributes: dict[str, str] | None = None,
+) -> str:
+    """The JSON body SQS receives from an SNS subscription without raw delivery; ``attributes``
+    become string MessageAttributes, as SNS writes them into the envelope."""
     ts = (timestamp or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    extra = {}
+    if attributes:
+        extra["MessageAttributes"] = {
+            k: {"Type": "String", "Value": v} for k, v in attributes.items()
+        }
     return json.dumps(
         {
+            **extra,
             "Type": "Notification",
-            "MessageId": str(uuid.uuid4()),
+            "MessageId": message_id or str(uuid.uuid4()),
             "TopicArn": f"arn:aws:sns:us-east-1:123456789012:{topic}",
             "Message": message if isinstance(message, str) else json.dumps(message),
             "Timestamp": ts,

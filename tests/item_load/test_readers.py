@@ -172,4 +172,4 @@ def test_the_maintenance_event_before_any_batch_refreshes_nothing(pgstac, monkey
     finally:
         load_handler.connections.discard()
     # THEN it succeeds with nothing to do
-    assert response == {"refreshed_partitions": []}
+    assert response == {"refreshed_partitions": [], "ledger_rows_expired": 0}

@@ -193,11 +193,17 @@ class DeadLetteringProcessor(BatchProcessor):
         self.log = logger or logging.getLogger(__name__)
         self._letters: list[DeadLetter] = []
         self.dead_lettered: set[str] = set()  # message ids the last batch sent to the DLQ
+        self.reasons: dict[str, str] = {}  # why each failed record of the batch failed
+        self.failed_records: list[tuple[dict[str, Any], str, bool]] = []
+        """After the batch: each failed record, its reason, and whether it was dead-lettered
+        (for the ledger)."""
 
     def _prepare(self) -> None:
         super()._prepare()
         self._letters = []
         self.dead_lettered = set()
+        self.reasons = {}
+        self.failed_records = []
 
     def dead_letter(self, record: Mapping[str, Any], reason: str) -> None:
         """Send this failed record to the DLQ at the end of the batch."""
@@ -205,6 +211,7 @@ class DeadLetteringProcessor(BatchProcessor):
 
     def failure_handler(self, record: Any, exception: Any) -> Any:
         # The stage logs the failure with its context; here only the DLQ decision is made.
+        self.reasons[_id(record)] = str(exception[1])
         if isinstance(exception[1], PermanentError):
             self.dead_letter(record.raw_event, str(exception[1]))
         return super().failure_handler(record, exception)
@@ -212,6 +219,12 @@ class DeadLetteringProcessor(BatchProcessor):
     def _clean(self) -> None:
         letters, self._letters = self._letters, []
         sent = self.dead_lettered = self.dead_letters.send(letters)
+        by_id = {r["messageId"]: r for r in self.records or []}
+        self.failed_records = [
+            (by_id[mid], reason, mid in sent)
+            for mid, reason in self.reasons.items()
+            if mid in by_id
+        ]
         if sent:
             self.fail_messages = [m for m in self.fail_messages if _id(m) not in sent]
             self.log.info(

@@ -22,10 +22,13 @@ SNS_MAX_BYTES = 256 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """A decoded message and the time it was sent, used to keep the newest of duplicates."""
+    """A decoded message, the time it was sent (to keep the newest of duplicates), and what
+    SNS said about it: its ``MessageId`` and ``MessageAttributes`` (None for raw deliveries)."""
 
     message: Any
     sent_at: float | None
+    sns_message_id: str | None = None
+    sns_attributes: dict[str, Any] | None = None
 
 
 def _sns_timestamp(value: Any) -> float | None:
@@ -47,8 +50,14 @@ def unwrap(body: str | bytes, sqs_sent_timestamp: str | None = None) -> Envelope
     except orjson.JSONDecodeError as e:
         raise MessageFormatError(f"message body is not valid JSON ({e}); send a JSON object") from e
     sent_at = float(sqs_sent_timestamp) / 1000.0 if sqs_sent_timestamp else None
+    sns_id: str | None = None
+    sns_attributes: dict[str, Any] | None = None
     if isinstance(decoded, dict) and decoded.get("Type") == "Notification" and "Message" in decoded:
         sent_at = _sns_timestamp(decoded.get("Timestamp")) or sent_at
+        if isinstance(decoded.get("MessageId"), str):
+            sns_id = decoded["MessageId"]
+        if isinstance(decoded.get("MessageAttributes"), dict):
+            sns_attributes = decoded["MessageAttributes"]
         inner = decoded["Message"]
         try:
             decoded = orjson.loads(inner)
@@ -56,4 +65,4 @@ def unwrap(body: str | bytes, sqs_sent_timestamp: str | None = None) -> Envelope
             raise MessageFormatError(
                 f"SNS notification's Message is not valid JSON ({e}); publish a JSON object"
             ) from e
-    return Envelope(message=decoded, sent_at=sent_at)
+    return Envelope(decoded, sent_at, sns_id, sns_attributes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,6 +34,11 @@ class GenSettings(BaseSettings):
     warm_workers_per_env: int = 2
     """At most this many warm processes per environment, started only when threads run at once."""
 
+    ledger: bool = True
+    """Report each request's outcome to the ledger as status messages on the load topic."""
+    max_receives: int = Field(5, ge=1, le=1000)
+    """The queue's maxReceiveCount: a request failing on its last receive is reported as
+    dead-lettered, since SQS moves it to the DLQ."""
     dead_letter_queue_url: str | None = None
     """The stage's DLQ: requests that can never succeed are sent there at once (body unchanged,
     attributes ``error`` and ``stage``); unset, they are retried by SQS until its redrive."""

@@ -22,6 +22,8 @@ import psycopg
 from pypgstac.load import Loader, Methods
 
 from ingest_common.collection_settings import PARTITION_TRUNC_KEY, PARTITION_TRUNCS
+from ingest_common.ledger import LOAD_STAGE, LOADED, SUPERSEDED, is_status_report
+from item_load import ledger
 from item_load.db import ConnectionPgstacDB, fails_batch, is_permanent, retrying, translate_errors
 from item_load.errors import DatabaseUnavailable, InvalidCollection, InvalidItem
 from item_load.errors import label as _label
@@ -216,11 +218,13 @@ class BatchLoader:
         create_collections_if_missing: bool = False,
         stats_interval: float = 60.0,
         toast_compression: str = "lz4",
+        record_ledger: bool = True,
     ):
         self.conn = conn
         self.create_collections_if_missing = create_collections_if_missing
         self.loader = Loader(ConnectionPgstacDB(conn))
         self.writer = CollectionWriter(conn, self.loader, stats_interval, toast_compression)
+        self.writer.ledger = record_ledger
         if conn not in _version_checked:  # once per connection, not once per batch
             with translate_errors("checking the pgstac version"):
                 self.loader.check_version()
@@ -233,6 +237,15 @@ class BatchLoader:
                 f"cannot create the stactools_ingest tables ({error_text(e)}); grant this role "
                 "CREATE on the database, or run item_load.schema.DDL once as an owner"
             ) from e
+
+    @property
+    def record_ledger(self) -> bool:
+        """Whether loads write the ledger (``LEDGER=false`` turns it off)."""
+        return self.writer.ledger
+
+    @record_ledger.setter
+    def record_ledger(self, value: bool) -> None:
+        self.writer.ledger = value
 
     # -- collections -------------------------------------------------------------------------
 
@@ -273,6 +286,21 @@ class BatchLoader:
             fresh = [d.body for d in docs if d.body["id"] in claimed]
             if fresh:
                 self.loader.load_collections(iter(fresh), mode)
+            if self.record_ledger:
+                ledger.record(
+                    self.conn,
+                    (
+                        ledger.LedgerEntry(
+                            d.request_id,
+                            LOADED if d.body["id"] in claimed else SUPERSEDED,
+                            LOAD_STAGE,
+                            d.body["id"],
+                            attempts=d.attempts,
+                        )
+                        for d in docs
+                        if d.request_id is not None
+                    ),
+                )
             for coll_id, trunc in (truncs or {}).items():
                 if coll_id in claimed:
                     self.conn.execute(
@@ -484,6 +512,20 @@ class BatchLoader:
                 continue
             outcome.items_deleted += len(deleted)
             touched[collection] |= partitions
+            if self.record_ledger and doc.request_id is not None:
+                with self.conn.transaction():
+                    ledger.record(
+                        self.conn,
+                        [
+                            ledger.LedgerEntry(
+                                doc.request_id,
+                                LOADED,
+                                LOAD_STAGE,
+                                collection,
+                                attempts=doc.attempts,
+                            )
+                        ],
+                    )
             missing = [i for i in ids if i not in deleted]
             logger.log(
                 logging.INFO if collection in known else logging.WARNING,
@@ -500,6 +542,45 @@ class BatchLoader:
         for collection, partitions in touched.items():  # once each, after every delete
             self.writer.refresh_now(collection, partitions)
 
+    # -- the ledger --------------------------------------------------------------------------
+
+    def record_reports(self, docs: Sequence[Document], outcome: LoadOutcome) -> None:
+        """Record ItemGen's status reports in the ledger (nothing of them goes to pgstac).
+
+        With the ledger off they succeed without effect, so turning it off drains them.
+        """
+        if not self.record_ledger:
+            return
+        entries = [
+            ledger.LedgerEntry(
+                d.body["request_id"],
+                d.body["state"],
+                d.body.get("stage") or "item-gen",
+                d.body.get("collection"),
+                generated=d.body.get("generated"),
+                error=d.body.get("error"),
+                attempts=d.body.get("attempts") or 0,
+            )
+            for d in docs
+        ]
+
+        def write(group: Sequence[ledger.LedgerEntry]) -> None:
+            with self.conn.transaction():
+                ledger.record(self.conn, group)
+
+        refused = bisect_load(entries, lambda group: retrying(lambda: write(group)), retried=True)
+        failed = {id(entry) for entry, _ in refused}
+        reasons = {id(entry): error for entry, error in refused}
+        for doc, entry in zip(docs, entries, strict=True):
+            if id(entry) in failed:
+                error = reasons[id(entry)]
+                outcome.fail(
+                    doc,
+                    f"status report for request {_label(entry.request_id)} refused by the "
+                    f"ledger: {error_text(error)}",
+                    is_permanent(error),
+                )
+
     # -- the batch ---------------------------------------------------------------------------
 
     def load(self, docs: Sequence[Document]) -> LoadOutcome:
@@ -509,11 +590,20 @@ class BatchLoader:
         and collection once its row is staged (``Document.release_body``).
         """
         outcome = LoadOutcome()
+        reports = [d for d in docs if is_status_report(d.body)]
         collections = [d for d in docs if is_collection(d.body)]
         deletes = [d for d in docs if d.body.get("type") == "Delete"]
-        items = [d for d in docs if not is_collection(d.body) and d.body.get("type") != "Delete"]
+        items = [
+            d
+            for d in docs
+            if not is_collection(d.body)
+            and d.body.get("type") != "Delete"
+            and not is_status_report(d.body)
+        ]
         with paused_gc(), translate_errors("loading"):
             try:
+                if reports:
+                    self.record_reports(reports, outcome)
                 if collections:
                     self.load_collections(collections, outcome)
                 if items:

@@ -14,11 +14,12 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ingest_common.dead_letter import DeadLetterQueue
 from ingest_common.envelope import unwrap
+from ingest_common.ledger import LOAD_STAGE, receive_count, request_id_of
 from item_load.core import paused_gc
 from item_load.db import ConnectionCache
 from item_load.errors import DatabaseUnavailable
 from item_load.fetch import HrefFetcher, HrefPolicy
-from item_load.maintenance import is_maintenance, refresh_skipped_stats
+from item_load.maintenance import is_maintenance, prune_ledger, refresh_skipped_stats
 from item_load.messages import BatchReader, Document, Parsed, parse_message
 from item_load.processor import BulkLoadProcessor
 from item_load.settings import LoadSettings
@@ -35,8 +36,10 @@ processor = BulkLoadProcessor(
     logger=logger,
     metrics=metrics,
     stats_interval=settings.partition_stats_interval_seconds,
-    dead_letters=DeadLetterQueue(settings.dead_letter_queue_url, "item-load"),
+    dead_letters=DeadLetterQueue(settings.dead_letter_queue_url, LOAD_STAGE),
     toast_compression=settings.toast_compression,
+    record_ledger=settings.ledger,
+    max_receives=settings.max_receives,
 )
 
 
@@ -47,7 +50,16 @@ reader = BatchReader(lambda href: fetcher(href), settings.href_fetch_workers)
 def parse_record(message_id: str, record: dict[str, Any]) -> Parsed:
     """Decode one SQS record's message without reading any href."""
     envelope = unwrap(record["body"], record.get("attributes", {}).get("SentTimestamp"))
-    return parse_message(envelope.message, message_id, envelope.sent_at)
+    request_id = request_id_of(
+        None,
+        envelope.sns_message_id,
+        envelope.sns_attributes,
+        message_id,
+        record.get("messageAttributes"),
+    )
+    return parse_message(
+        envelope.message, message_id, envelope.sent_at, request_id, receive_count(record)
+    )
 
 
 def read_batch(records: list[dict[str, Any]], context: LambdaContext) -> None:
@@ -73,14 +85,15 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Lambda entry point for the ItemLoad queue (and its maintenance schedule)."""
     if is_maintenance(event):
         try:
-            refreshed = refresh_skipped_stats(
-                connections.get(), settings.partition_stats_interval_seconds
-            )
+            conn = connections.get()
+            refreshed = refresh_skipped_stats(conn, settings.partition_stats_interval_seconds)
+            pruned = prune_ledger(conn, settings.ledger_retention_days)
         except DatabaseUnavailable:
             connections.discard()  # the next call starts on a fresh connection
             raise
         metrics.add_metric("PartitionsRefreshed", MetricUnit.Count, len(refreshed))
-        return {"refreshed_partitions": refreshed}
+        metrics.add_metric("LedgerRowsExpired", MetricUnit.Count, pruned)
+        return {"refreshed_partitions": refreshed, "ledger_rows_expired": pruned}
     started = time.perf_counter()
     with paused_gc():
         read_batch(event.get("Records") or [], context)

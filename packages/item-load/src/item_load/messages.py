@@ -19,6 +19,7 @@ from urllib.parse import unquote_plus
 
 import orjson
 
+from ingest_common.ledger import REPORTED_STATES, STATUS_TYPE, clean_request_id
 from item_load.errors import FetchUnavailable, InvalidMessage
 from item_load.fetch import HrefFetcher, HrefPolicy, shown
 
@@ -43,6 +44,8 @@ class Document:
     message_id: str
     sent_at: float | None
     body: dict[str, Any]
+    request_id: str | None = None  # the ledger's key (ingest_common.ledger); None: unrecorded
+    attempts: int = 0  # how often its message was received, this time included
 
     def release_body(self) -> None:
         """Keep only what failure reports name (type, id, collection) and drop the rest.
@@ -127,6 +130,24 @@ def check_delete(obj: dict[str, Any], origin: str) -> None:
         )
 
 
+def check_status_report(obj: dict[str, Any], origin: str) -> None:
+    """InvalidMessage unless ``obj`` is a status report the ledger can record."""
+    if clean_request_id(obj.get("request_id")) is None:
+        raise InvalidMessage(f"{origin} is a status report without a usable 'request_id'")
+    if obj.get("state") not in REPORTED_STATES:
+        raise InvalidMessage(
+            f"{origin} is a status report whose 'state' is not one of "
+            f"{', '.join(sorted(REPORTED_STATES))}"
+        )
+    for key, kind in (("stage", str), ("error", str), ("collection", str)):
+        if obj.get(key) is not None and not isinstance(obj[key], kind):
+            raise InvalidMessage(f"{origin} is a status report whose {key!r} is not a string")
+    for key in ("attempts", "generated"):
+        value = obj.get(key)
+        if value is not None and (type(value) is not int or not 0 <= value < 2**31):
+            raise InvalidMessage(f"{origin} is a status report whose {key!r} is not a count")
+
+
 def _flatten(obj: Any, origin: str, fetched: bool = False) -> Iterator[dict[str, Any]]:
     """The STAC objects in one decoded document; reasons never quote a fetched document."""
     if not isinstance(obj, dict):
@@ -136,6 +157,9 @@ def _flatten(obj: Any, origin: str, fetched: bool = False) -> Iterator[dict[str,
         yield obj
     elif kind == "Delete":
         check_delete(obj, origin)
+        yield obj
+    elif kind == STATUS_TYPE and not fetched:  # ItemGen's reports travel inline, never by href
+        check_status_report(obj, origin)
         yield obj
     elif kind == "FeatureCollection":
         features = obj.get("features")
@@ -163,20 +187,34 @@ class Parsed:
     sent_at: float | None
     documents: list[Document]
     hrefs: list[str]
+    request_id: str | None = None
+    attempts: int = 0
+
+    def document(self, body: dict[str, Any]) -> Document:
+        """A document of this message, with the message's send time and ledger key."""
+        return Document(self.message_id, self.sent_at, body, self.request_id, self.attempts)
 
 
-def parse_message(message: Any, message_id: str, sent_at: float | None) -> Parsed:
+def parse_message(
+    message: Any,
+    message_id: str,
+    sent_at: float | None,
+    request_id: str | None = None,
+    attempts: int = 0,
+) -> Parsed:
     """Parse a decoded message without reading anything; raises a PermanentError if malformed."""
+    parsed = Parsed(message_id, sent_at, [], [], request_id, attempts)
     if isinstance(message, dict) and message.get("Event") == "s3:TestEvent":
-        return Parsed(message_id, sent_at, [], [])  # S3 sends this once per new notification
+        return parsed  # S3 sends this once per new notification
     if _is_s3_event(message):
-        return Parsed(message_id, sent_at, [], list(_s3_event_hrefs(message)))
-    if isinstance(message, dict) and "href" in message and "type" not in message:
+        parsed.hrefs = list(_s3_event_hrefs(message))
+    elif isinstance(message, dict) and "href" in message and "type" not in message:
         if not isinstance(message["href"], str):
             raise InvalidMessage("'href' must be a string URL (s3://, https:// or file://)")
-        return Parsed(message_id, sent_at, [], [message["href"]])
-    docs = [Document(message_id, sent_at, d) for d in _flatten(message, "message")]
-    return Parsed(message_id, sent_at, docs, [])
+        parsed.hrefs = [message["href"]]
+    else:
+        parsed.documents = [parsed.document(d) for d in _flatten(message, "message")]
+    return parsed
 
 
 def resolve(parsed: Parsed, fetched: Mapping[str, bytes | BaseException]) -> list[Document]:
@@ -188,9 +226,7 @@ def resolve(parsed: Parsed, fetched: Mapping[str, bytes | BaseException]) -> lis
             raise data
         name = shown(href)
         for obj in _decode_stac_bytes(data, name):
-            docs.extend(
-                Document(parsed.message_id, parsed.sent_at, d) for d in _flatten(obj, name, True)
-            )
+            docs.extend(parsed.document(d) for d in _flatten(obj, name, True))
     return docs
 
 

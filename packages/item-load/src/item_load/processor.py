@@ -16,8 +16,10 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from ingest_common.dead_letter import DeadLetteringProcessor, DeadLetterQueue
 from ingest_common.errors import IngestError
+from ingest_common.ledger import LOAD_STAGE, receive_count, record_request_id
+from item_load import ledger
 from item_load.core import BatchLoader, LoadOutcome
-from item_load.db import ConnectionCache
+from item_load.db import ConnectionCache, is_outage
 from item_load.errors import DatabaseUnavailable
 from item_load.messages import Document
 
@@ -38,12 +40,16 @@ class BulkLoadProcessor(DeadLetteringProcessor):
         stats_interval: float = 60.0,
         dead_letters: DeadLetterQueue | None = None,
         toast_compression: str = "lz4",
+        record_ledger: bool = True,
+        max_receives: int | None = None,
     ) -> None:
-        super().__init__(dead_letters or DeadLetterQueue(None, "item-load"), logger)
+        super().__init__(dead_letters or DeadLetterQueue(None, LOAD_STAGE), logger)
         self.connections = connections
         self.create_collections_if_missing = create_collections_if_missing
         self.stats_interval = stats_interval
         self.toast_compression = toast_compression
+        self.record_ledger = record_ledger
+        self.max_receives = max_receives
         self.metrics = metrics
         self._parsed: list[tuple[dict[str, Any], list[Document]]] = []
         self.batch_loader: BatchLoader | None = None
@@ -57,6 +63,7 @@ class BulkLoadProcessor(DeadLetteringProcessor):
                 conn, self.create_collections_if_missing, self.stats_interval
             )
         self.batch_loader.create_collections_if_missing = self.create_collections_if_missing
+        self.batch_loader.record_ledger = self.record_ledger
         self.batch_loader.writer.stats_interval = self.stats_interval
         self.batch_loader.writer.toast_compression = self.toast_compression
         return self.batch_loader
@@ -92,6 +99,37 @@ class BulkLoadProcessor(DeadLetteringProcessor):
                 SQSRecord(record), (RecordRejected, RecordRejected(reason), None)
             )
 
+    def _record_failures(self) -> None:
+        """Write the batch's failures to the ledger, after SQS and the DLQ have them.
+
+        The ledger is how a person learns what happened, not how a record is kept: a ledger
+        write that fails is logged and the batch's response stands.
+        """
+        entries = [
+            ledger.failure(
+                record_request_id(record),
+                LOAD_STAGE,
+                reason,
+                dead=dead,
+                attempts=receive_count(record),
+                max_receives=self.max_receives,
+            )
+            for record, reason, dead in self.failed_records
+        ]
+        try:
+            conn = self.connections.get()
+            with conn.transaction():
+                ledger.record(conn, entries)
+        except Exception as e:
+            if isinstance(e, DatabaseUnavailable) or is_outage(e):
+                self.connections.discard()
+                self.batch_loader = None
+            self.log.error(
+                "could not record %d failures in the ledger",
+                len(entries),
+                extra={"reason": str(e), "request_ids": [x.request_id for x in entries][:100]},
+            )
+
     def _clean(self) -> None:
         docs = [doc for _, record_docs in self._parsed for doc in record_docs]
         try:
@@ -119,6 +157,8 @@ class BulkLoadProcessor(DeadLetteringProcessor):
                     self.dead_letter(record, failure.reason)
         self._parsed = []  # free the batch's documents now, not at the next invocation
         super()._clean()  # dead-letters, then reports what is left to SQS
+        if self.record_ledger and self.failed_records:
+            self._record_failures()
         if self.metrics is not None:
             self.metrics.add_metric("ItemsLoaded", MetricUnit.Count, outcome.items_loaded)
             self.metrics.add_metric("ItemsDeleted", MetricUnit.Count, outcome.items_deleted)

@@ -47,12 +47,33 @@ CREATE TABLE IF NOT EXISTS stactools_ingest.stale_partitions (
 );
 COMMENT ON TABLE stactools_ingest.stale_partitions IS
     'Partitions loaded into since their pgstac stats were last refreshed (refresh skipped).';
+CREATE TABLE IF NOT EXISTS stactools_ingest.ledger (
+    request_id text PRIMARY KEY,
+    state text NOT NULL CHECK (state IN
+        ('queued', 'generated', 'loaded', 'failed', 'dead_lettered', 'superseded')),
+    stage text NOT NULL,
+    collection text,
+    items jsonb NOT NULL DEFAULT '[]',
+    generated integer,
+    error text,
+    attempts integer NOT NULL DEFAULT 0,
+    submission_id text,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS ledger_updated ON stactools_ingest.ledger (updated_at);
+CREATE INDEX IF NOT EXISTS ledger_state_updated ON stactools_ingest.ledger (state, updated_at);
+CREATE INDEX IF NOT EXISTS ledger_submission ON stactools_ingest.ledger (submission_id)
+    WHERE submission_id IS NOT NULL;
+COMMENT ON TABLE stactools_ingest.ledger IS
+    'What happened to each request and document (stactools-ingest status); kept 30 days.';
 """
 
 _TABLES = (
     "stactools_ingest.applied",
     "stactools_ingest.applied_collections",
     "stactools_ingest.stale_partitions",
+    "stactools_ingest.ledger",
 )
 
 # Connections that have seen the tables: the check runs once per connection, not per batch.

@@ -73,3 +73,10 @@ class LoadSettings(BaseSettings):
     dead_letter_queue_url: str | None = None
     """The stage's DLQ: records that can never succeed are sent there at once (body unchanged,
     attributes ``error`` and ``stage``); unset, they are retried by SQS until its redrive."""
+    ledger: bool = True
+    """Record each request's state in ``stactools_ingest.ledger`` (``stactools-ingest status``)."""
+    ledger_retention_days: int = Field(30, ge=1, le=3650)
+    """Ledger rows not updated for this many days are deleted by the maintenance schedule."""
+    max_receives: int = Field(5, ge=1, le=1000)
+    """The queue's maxReceiveCount: a record failing on its last receive is recorded as
+    dead-lettered, since SQS moves it to the DLQ."""

@@ -27,6 +27,8 @@ import psycopg
 from psycopg import sql
 from pypgstac.load import Loader
 
+from ingest_common.ledger import LOAD_STAGE, LOADED, SUPERSEDED
+from item_load import ledger
 from item_load.db import fails_batch, is_outage, is_retryable
 from item_load.messages import Document
 from item_load.rows import CollectionJson, format_row
@@ -39,6 +41,7 @@ logger = logging.getLogger(__name__)
 # (seq, sent, <the items columns>): seq numbers the batch's rows, sent is the message's send
 # time (epoch seconds) for the newest-wins check.
 STAGING_TABLE = "stactools_ingest_staged"
+
 _COLUMNS = ("id", "collection", "datetime", "end_datetime", "geometry", "content", "private")
 
 # A delete's send time for each of ``ids`` it is not older than: the item is deleted, or is
@@ -219,6 +222,20 @@ def refresh_stale_partitions(conn: psycopg.Connection, older_than: float) -> lis
     return [p for p, c in rows if refresh_partition(conn, c, p)]
 
 
+def _ledger_entries(
+    collection: str, landed: Sequence[Entry], superseded: Sequence[Entry]
+) -> Iterator[ledger.LedgerEntry]:
+    """The ledger's word on a write: each landed item's request loaded it; a superseded one's
+    request changed nothing (a newer message's content is in pgstac)."""
+    for state, entries in ((SUPERSEDED, superseded), (LOADED, landed)):
+        for e in entries:
+            if e.doc.request_id is not None:
+                items = [(collection, e.doc.body["id"])] if state == LOADED else []
+                yield ledger.LedgerEntry(
+                    e.doc.request_id, state, LOAD_STAGE, collection, items, attempts=e.doc.attempts
+                )
+
+
 class CollectionWriter:
     """Writes batches of one collection's items through one connection."""
 
@@ -233,6 +250,7 @@ class CollectionWriter:
         self.loader = loader
         self.stats_interval = stats_interval
         self.toast_compression = toast_compression
+        self.ledger = True  # record each request's items as loaded, with the rows
         self._supported: dict[str, bool] = {}
 
     def write(
@@ -283,6 +301,9 @@ class CollectionWriter:
             if coll_json[2] is not None:  # partitioned by time: an item may have moved
                 self._delete_moved(collection, landed)
             self._record_applied(collection, [e for e in staged if id(e) in refused])
+            if self.ledger:
+                superseded = [e for e in entries if e.superseded and e.error is None]
+                ledger.record(self.conn, _ledger_entries(collection, landed, superseded))
             refresh = [name for name, force in due if force or self._due(name)]
             self._mark_stale(collection, [name for name, _ in due if name not in refresh])
         for name in refresh:
