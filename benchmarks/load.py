@@ -4,7 +4,8 @@
 
 Reference: ``Loader.load_items(items, insert_mode=upsert)`` given all items in one call. Ours:
 ``item_load.handler.handler`` fed SQS events of 1000 SNS-wrapped records, as AWS delivers them:
-into an empty collection, again over the existing items (re-ingest), into an empty collection
+into an empty collection (with the ledger, the default, and without: ``ledger_cost`` is the
+ledger's share, to be under 0.10), again over the existing items (re-ingest), into an empty collection
 with the server's TOAST compression (pglz, as the reference stores rows) instead of the
 handler's default lz4, with 1% invalid items, and with 0.1% that only a database trigger
 rejects (bisection); then both again into a collection partitioned by month, where every batch
@@ -182,13 +183,26 @@ def measure(srv, items, events, bad_events, n_bad, rejected_events, n_rejected) 
             loader.load_items(iter(chunk), insert_mode=Methods.upsert)
     out["reference_chunked"] = t.seconds
 
+    from item_load import handler
+
+    handler.processor.record_ledger = False
+    try:
+        dsn, out["clean_no_ledger"], failed = handler_load(srv, "bench_no_ledger", events)
+    finally:
+        handler.processor.record_ledger = handler.settings.ledger
+    assert failed == 0 and count(dsn) == n
     dsn, out["clean"], failed = handler_load(srv, "bench_handler", events)
     assert failed == 0 and count(dsn) == n
+    with psycopg.connect(dsn) as conn:  # the ledger holds one loaded row per record
+        assert (
+            conn.execute(
+                "SELECT count(*) FROM stactools_ingest.ledger WHERE state = 'loaded'"
+            ).fetchone()[0]
+            == n
+        )
     out["reingest"], failed = run_handler(events)
     assert failed == 0 and count(dsn) == n
     # As the reference stores rows: the server's default TOAST compression (pglz), not lz4.
-    from item_load import handler
-
     handler.processor.toast_compression = "server"
     try:
         dsn, out["clean_server_compression"], failed = handler_load(srv, "bench_pglz", events)
@@ -251,7 +265,8 @@ def main() -> None:
     labels = {
         "reference": "pypgstac Loader, one call (reference)",
         "reference_chunked": "pypgstac Loader, 1000 per call",
-        "clean": "ItemLoad handler, clean batches",
+        "clean": "ItemLoad handler, clean batches (ledger on, the default)",
+        "clean_no_ledger": "ItemLoad handler, clean batches, LEDGER=false",
         "reingest": "ItemLoad handler, re-ingest (same items again)",
         "clean_server_compression": "ItemLoad handler, clean, TOAST_COMPRESSION=server",
         "poisoned": f"ItemLoad handler, 1% invalid ({n_bad} bad)",
@@ -277,6 +292,7 @@ def main() -> None:
             "rounds": args.repeat,
             "reference_items_per_s": round(ref_rate),
             "clean_ratio": round(med["reference"] / med["clean"], 3),
+            "ledger_cost": round(med["clean"] / med["clean_no_ledger"] - 1, 3),
             "reingest_ratio": round(med["reference"] / med["reingest"], 3),
             "clean_server_compression_ratio": round(
                 med["reference"] / med["clean_server_compression"], 3

@@ -270,6 +270,9 @@ class ItemLoadConfig(_StageConfig):
     toast_compression: Literal["lz4", "pglz", "server"] = "lz4"
     # How often a schedule runs the stats refreshes batches skipped (item_load/maintenance.py).
     maintenance_interval_minutes: int = Field(5, ge=1, le=1440)
+    # The ledger (stactools-ingest status): each request's state, written with the items.
+    ledger: bool = True
+    ledger_retention_days: int = Field(30, ge=1, le=3650)
     s3_event_buckets: list[str] = Field(default_factory=list)
     readable_buckets: list[str] = Field(default_factory=list)
     # What a message may make ItemLoad read (HREF_SCHEMES, HREF_MAX_BYTES, HREF_TIMEOUT_SECONDS).

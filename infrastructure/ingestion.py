@@ -152,6 +152,9 @@ class IngestionStack(Stack):
                 "WARM_RUNNER": str(gen.warm_runner).lower(),
                 "WARM_WORKERS_PER_ENV": str(gen.warm_workers_per_env),
                 "WARM_MAX_ENVIRONMENTS": str(gen.warm_max_environments),
+                # ItemGen reports to the ledger exactly when ItemLoad keeps one.
+                "LEDGER": str(config.item_load.ledger).lower(),
+                "MAX_RECEIVES": str(gen.max_receive_count),
             },
         )
         self._dead_letters(self.item_gen_function, self.item_gen.dlq)
@@ -199,6 +202,9 @@ class IngestionStack(Stack):
                 "HREF_SCHEMES": ",".join(load.href_schemes),
                 "HREF_MAX_BYTES": str(load.href_max_bytes),
                 "HREF_TIMEOUT_SECONDS": str(load.href_timeout_seconds),
+                "LEDGER": str(load.ledger).lower(),
+                "LEDGER_RETENTION_DAYS": str(load.ledger_retention_days),
+                "MAX_RECEIVES": str(load.max_receive_count),
             },
             vpc=network.vpc,
             vpc_subnets=network.lambda_subnets,

@@ -13,12 +13,12 @@ from moto_stack import STACK, Wrapped
 
 from stactools_ingest.aws_stack import StackNotFound
 from stactools_ingest.checkpoint import CheckpointMismatch
-from stactools_ingest.commands import aws_status, inventory, submit
+from stactools_ingest.commands import inventory, status, submit
 from stactools_ingest.inputs import InputFileError
 
 SUBMIT = submit.submit
 INVENTORY = inventory.inventory
-STATUS = aws_status.status
+STATUS = status.status
 
 REQUEST = {
     "package_name": "stactools-glad-glclu2020",

@@ -128,6 +128,8 @@ def test_item_gen_function(default_app, ingestion):
         "WARM_RUNNER": "true",
         "WARM_WORKERS_PER_ENV": "2",
         "WARM_MAX_ENVIRONMENTS": "4",
+        "LEDGER": "true",
+        "MAX_RECEIVES": "5",
         "POWERTOOLS_SERVICE_NAME": "item-gen",
         "POWERTOOLS_METRICS_NAMESPACE": "stactools-ingest",
         "LOG_LEVEL": "INFO",
@@ -145,6 +147,8 @@ def test_item_load_function_in_private_subnets_with_client_group(ingestion):
     assert variables["CREATE_COLLECTIONS_IF_MISSING"] == "false"
     assert variables["PARTITION_STATS_INTERVAL_SECONDS"] == "60"
     assert variables["TOAST_COMPRESSION"] == "lz4"
+    assert (variables["LEDGER"], variables["LEDGER_RETENTION_DAYS"]) == ("true", "30")
+    assert variables["MAX_RECEIVES"] == "5"
     assert variables["POWERTOOLS_SERVICE_NAME"] == "item-load"
     vpc = props["VpcConfig"]
     assert len(vpc["SecurityGroupIds"]) == 1

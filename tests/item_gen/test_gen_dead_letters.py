@@ -111,3 +111,42 @@ def test_dead_letter_send_failure_leaves_the_request_to_sqs(aws, monkeypatch):
     )
     rec = sqs_record("{nope", message_id="not-json")
     assert run_gen([rec]) == {"batchItemFailures": [{"itemIdentifier": "not-json"}]}
+
+
+def test_dead_lettered_and_retried_requests_are_reported_to_the_ledger(aws, monkeypatch):
+    # GIVEN the load topic with a queue subscribed (raw delivery), to read what ItemGen reports
+    sqs, _ = aws
+    sns = boto3.client("sns")
+    reports_url = sqs.create_queue(QueueName="reports")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=reports_url, AttributeNames=["QueueArn"])
+    sns.subscribe(
+        TopicArn=gen_handler.settings.item_load_topic_arn,
+        Protocol="sqs",
+        Endpoint=arn["Attributes"]["QueueArn"],
+        Attributes={"RawMessageDelivery": "true"},
+    )
+    monkeypatch.setattr(
+        gen_handler, "runner_for", runner(RequestTimedOut("stac x create-item ran 300 s"))
+    )
+    # a request that can never succeed (raw delivery: known by its SQS message id), one that
+    # timed out on its second receive, and one that timed out on its last (fifth) receive
+    never = sqs_record("{nope", message_id="never")
+    again = sqs_record(json.dumps({**REQUEST, "request_id": "again"}), message_id="m2")
+    again["attributes"]["ApproximateReceiveCount"] = "2"
+    last = sqs_record(json.dumps({**REQUEST, "request_id": "last"}), message_id="m3")
+    last["attributes"]["ApproximateReceiveCount"] = "5"
+    assert failed_ids_of(run_gen([never, again, last])) == {"m2", "m3"}
+    got = sqs.receive_message(QueueUrl=reports_url, MaxNumberOfMessages=10)["Messages"]
+    reports = {r["request_id"]: r for r in (json.loads(m["Body"]) for m in got)}
+    # THEN each is reported with what happened to it and why
+    assert reports["never"]["state"] == "dead_lettered"
+    assert "not valid JSON" in reports["never"]["error"]
+    assert (reports["again"]["state"], reports["again"]["attempts"]) == ("failed", 2)
+    assert "ran 300 s" in reports["again"]["error"]
+    assert reports["last"]["state"] == "dead_lettered"
+    assert "all 5 receives" in reports["last"]["error"]
+    assert {r["stage"] for r in reports.values()} == {"item-gen"}
+
+
+def failed_ids_of(response: dict) -> set[str]:
+    return {f["itemIdentifier"] for f in response["batchItemFailures"]}

@@ -12,6 +12,7 @@ from factories import LambdaContext, failed_ids, sns_envelope, sqs_event, sqs_re
 from geotiffs import GLAD_COLLECTION, glad_collection_request, glad_item_request, glad_tiles
 from moto import mock_aws
 
+from ingest_common.ledger import is_status_report
 from item_gen import handler as gen_handler
 from item_gen.errors import PayloadTooLarge
 from item_gen.publish import SNS_MAX_BYTES, Publisher
@@ -42,8 +43,13 @@ class LoadTopic:
                 )
                 self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=m["ReceiptHandle"])
 
-    def messages(self) -> list[dict]:
+    def everything(self) -> list[dict]:
+        """Every message published: documents and the ledger's status reports."""
         return [json.loads(json.loads(r["body"])["Message"]) for r in self.received()]
+
+    def messages(self) -> list[dict]:
+        """The documents published (status reports left out)."""
+        return [m for m in self.everything() if not is_status_report(m)]
 
 
 @pytest.fixture
@@ -179,7 +185,7 @@ def test_two_stages_requests_to_pgstac(load_topic, pgstac, tmp_path):
     # WHEN ItemGen runs and its published messages are delivered to ItemLoad
     assert failed_ids(run_gen(records)) == set()
     delivered = load_topic.received()
-    assert len(delivered) == 3
+    assert len(delivered) == 6  # three documents, and a "generated" report for each request
     load_handler.connections.discard()
     response = load_handler.handler(sqs_event(delivered), LambdaContext())
     # THEN the items are queryable in pgstac, with pgstac's own search
@@ -192,3 +198,66 @@ def test_two_stages_requests_to_pgstac(load_topic, pgstac, tmp_path):
     assert [f["id"] for f in found["features"]] == ["2020_50N_010E"]
     assert pgstac.item_ids(GLAD_COLLECTION) == ["2020_50N_010E", "2020_50N_020E"]
     load_handler.connections.discard()
+
+
+def _load(records: list[dict]) -> dict:
+    load_handler.connections.discard()
+    try:
+        return load_handler.handler(sqs_event(records), LambdaContext())
+    finally:
+        load_handler.connections.discard()
+
+
+def test_a_request_id_travels_with_the_item_and_the_ledger_follows_it(load_topic, pgstac, tmp_path):
+    from item_load import ledger
+
+    # GIVEN a collection request and an item request that names its own request_id
+    tif = glad_tiles(tmp_path)[0]
+    request = {**glad_item_request(tif, tmp_path), "request_id": "tile-2020-50N-010E"}
+    records = [sqs_record(sns_envelope(glad_collection_request(), message_id="coll-msg"))]
+    records.append(sqs_record(sns_envelope(request)))
+    # WHEN ItemGen handles them
+    assert failed_ids(run_gen(records)) == set()
+    delivered = load_topic.received()
+    # THEN the item carries the request id as the SNS message attribute request_id
+    by_type = {}
+    for r in delivered:
+        envelope = json.loads(r["body"])
+        by_type.setdefault(json.loads(envelope["Message"])["type"], []).append(envelope)
+    [item_envelope] = by_type["Feature"]
+    assert item_envelope["MessageAttributes"]["request_id"]["Value"] == "tile-2020-50N-010E"
+    # and ItemGen reported both requests generated; until ItemLoad runs, that is their state
+    reports = [json.loads(e["Message"]) for e in by_type["stactools_ingest:status"]]
+    assert sorted(r["request_id"] for r in reports) == ["coll-msg", "tile-2020-50N-010E"]
+    assert failed_ids(_load([r for r in delivered if "status" in r["body"]])) == set()
+    with pgstac.connect() as conn:
+        assert ledger.get(conn, "tile-2020-50N-010E")["state"] == "generated"
+    # WHEN ItemLoad loads the documents
+    assert failed_ids(_load([r for r in delivered if "status" not in r["body"]])) == set()
+    # THEN the ledger names the item under the sender's id, and the collection request under
+    # the SNS MessageId of the message it came in (what `aws sns publish` prints)
+    with pgstac.connect() as conn:
+        got = ledger.get(conn, "tile-2020-50N-010E")
+        coll = ledger.get(conn, "coll-msg")
+    assert (got["state"], got["generated"]) == ("loaded", 1)
+    assert got["items"] == [{"collection": GLAD_COLLECTION, "id": "2020_50N_010E"}]
+    assert (coll["state"], coll["collection"]) == ("loaded", GLAD_COLLECTION)
+
+
+def test_a_failed_request_is_reported_to_the_ledger(load_topic, pgstac):
+    from item_load import ledger
+
+    # GIVEN a request that is not valid (no DLQ configured: it stays with SQS's retries)
+    bad = sqs_record(
+        sns_envelope({"package_name": "x", "group_name": "two words", "request_id": "bad-1"})
+    )
+    bad["attributes"]["ApproximateReceiveCount"] = "3"
+    assert failed_ids(run_gen([bad])) == {bad["messageId"]}
+    # THEN ItemGen published no document, only a report that ItemLoad records
+    [report] = load_topic.everything()
+    assert report["state"] == "failed" and report["request_id"] == "bad-1"
+    assert failed_ids(_load([sqs_record(sns_envelope(report))])) == set()
+    with pgstac.connect() as conn:
+        got = ledger.get(conn, "bad-1")
+    assert (got["state"], got["stage"], got["attempts"]) == ("failed", "item-gen", 3)
+    assert "group_name" in got["error"]

@@ -63,7 +63,9 @@ def test_a_raw_delivery_request_id_attribute_counts(with_collection, load):
 
 def test_a_feature_collection_is_one_request_with_all_its_items(with_collection, load):
     fc = {"type": "FeatureCollection", "features": [item("f1"), item("f2"), item("f3")]}
-    assert failed_ids(load([sqs_record(sns_envelope(fc, attributes={"request_id": "fc"}))])) == set()
+    assert (
+        failed_ids(load([sqs_record(sns_envelope(fc, attributes={"request_id": "fc"}))])) == set()
+    )
     assert sorted(i["id"] for i in row(with_collection, "fc")["items"]) == ["f1", "f2", "f3"]
 
 
@@ -125,7 +127,9 @@ def test_an_older_message_is_superseded_and_a_late_report_does_not_unsay_loaded(
 ):
     now = datetime.now(UTC)
     new = sns_envelope(item("a"), timestamp=now, attributes={"request_id": "new"})
-    old = sns_envelope(item("a"), timestamp=now - timedelta(hours=1), attributes={"request_id": "old"})
+    old = sns_envelope(
+        item("a"), timestamp=now - timedelta(hours=1), attributes={"request_id": "old"}
+    )
     assert failed_ids(load([sqs_record(new)])) == set()
     assert failed_ids(load([sqs_record(old)])) == set()
     assert row(with_collection, "old")["state"] == "superseded"
@@ -170,17 +174,25 @@ def test_a_redriven_dead_letter_that_loads_becomes_loaded(pgstac, load):
         ({"type": "stactools_ingest:status", "state": "generated"}, "request_id"),
         ({"type": "stactools_ingest:status", "request_id": "x", "state": "loaded"}, "state"),
         (
-            {"type": "stactools_ingest:status", "request_id": "x", "state": "failed", "attempts": "2"},
+            {
+                "type": "stactools_ingest:status",
+                "request_id": "x",
+                "state": "failed",
+                "attempts": "2",
+            },
             "attempts",
         ),
         ({"type": "stactools_ingest:status", "request_id": "", "state": "failed"}, "request_id"),
     ],
 )
 def test_a_malformed_status_report_fails_alone(with_collection, load, report, reason):
-    bad = sqs_record(sns_envelope(report))
+    bad = sqs_record(sns_envelope(report, message_id="bad-report"))
     good = sqs_record(sns_envelope(item("a"), attributes={"request_id": "ok"}))
     assert failed_ids(load([bad, good])) == {bad["messageId"]}
     assert row(with_collection, "ok")["state"] == "loaded"
+    # the bad report is itself on record, under its message's id, with what is wrong
+    got = row(with_collection, "bad-report")
+    assert got["state"] == "failed" and reason in got["error"]
 
 
 def test_odd_request_ids_and_reasons_are_stored_as_given(pgstac, load):

@@ -18,7 +18,7 @@ COMMANDS = {
     "search": "stactools_ingest.commands.search:search",
     "submit": "stactools_ingest.commands.submit:submit",
     "inventory": "stactools_ingest.commands.inventory:inventory",
-    "status": "stactools_ingest.commands.aws_status:status",
+    "status": "stactools_ingest.commands.status:status",
     "prune": "stactools_ingest.commands.prune:prune",
     "crawl": "stactools_ingest.commands.crawl:crawl",
     "dataset": "stactools_ingest.commands.dataset:dataset",

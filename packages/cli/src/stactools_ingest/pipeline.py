@@ -17,13 +17,22 @@ from typing import Any
 
 import psycopg
 
+from ingest_common.ledger import (
+    GEN_STAGE,
+    GENERATED,
+    LOAD_STAGE,
+    QUEUED,
+    clean_request_id,
+)
 from item_gen.core import Runner, generate
 from item_gen.models import CollectionRequest, parse_request
 from item_gen.settings import GenSettings
 from item_gen.warm import runner_for
+from item_load import ledger
 from item_load.core import BatchLoader, paused_gc
 from item_load.fetch import local_fetcher
 from item_load.messages import BatchReader, Document, parse_message
+from item_load.schema import ensure_schema
 from stactools_ingest.failures import Failure, failure_of, label
 from stactools_ingest.inputs import InputProblem, InputRecord, classify, message_id
 from stactools_ingest.queue import GEN, LOAD, LocalQueues, Message
@@ -135,6 +144,28 @@ def _prepared(
         yield record, kind, "" if isinstance(kind, InputProblem) else message_id(record.obj)
 
 
+def _queued(rows: Iterable[tuple]) -> Iterator[ledger.LedgerEntry]:
+    """The ledger's ``queued`` for each queue row ``(queue, id, …, span, request_id)``."""
+    for queue, mid, *rest in rows:
+        request_id = (rest[4] if len(rest) > 4 else None) or mid
+        yield ledger.LedgerEntry(request_id, QUEUED, GEN_STAGE if queue == GEN else LOAD_STAGE)
+
+
+def _fail(q: LocalQueues, msg: Message, failure: Failure, stage: str) -> bool:
+    """Record a failure in the queue and the ledger together; True when now dead."""
+    with q.conn.transaction():
+        dead = q.fail(msg, failure.reason, permanent=failure.permanent)
+        ledger.record(
+            q.conn,
+            [
+                ledger.failure(
+                    msg.request_id, stage, failure.reason, dead=dead, attempts=msg.receive_count
+                )
+            ],
+        )
+    return dead
+
+
 DIRECT_BATCH = 3000
 """At least this many prebuilt items per load straight from the input: each load has a fixed
 cost (partition checks, staging, newest-wins bookkeeping, a commit), and on 50,000 items 3000
@@ -151,6 +182,12 @@ class DirectRecord:
     created_at: datetime | None
     body: Any
     source: str
+    receive_count: int = 1
+
+    @property
+    def request_id(self) -> str:
+        """A document loaded straight from the input is its own request."""
+        return self.id
 
 
 class LocalPipeline:
@@ -203,8 +240,10 @@ class LocalPipeline:
         """Set by ``run`` while its workers run: without them nothing would load queued items."""
 
     def queues(self) -> LocalQueues:
-        """A queue handle on its own connection (one per thread)."""
-        return LocalQueues(connect(self.dsn), self.visibility_timeout, self.max_receives)
+        """A queue handle on its own connection (one per thread), with the ledger's table."""
+        queues = LocalQueues(connect(self.dsn), self.visibility_timeout, self.max_receives)
+        ensure_schema(queues.conn)
+        return queues
 
     def session(self) -> Session:
         """A thread's queue handle that waits out database outages."""
@@ -234,10 +273,16 @@ class LocalPipeline:
         # already counted (queued before this run started): sent again, not counted twice
         counted = {(GEN, i) for i in out.gen_ids} | {(LOAD, i) for i in out.load_ids}
 
+        def send(q: LocalQueues, batch: list[tuple]) -> int:
+            with q.conn.transaction():
+                added = q.send_many(batch)
+                ledger.record(q.conn, _queued(batch))
+            return added
+
         def flush() -> None:
             if rows:
                 batch = list(rows)  # a retried send must see the same rows
-                out.new += session.call(lambda q: q.send_many(batch))
+                out.new += session.call(lambda q: send(q, batch))
                 rows.clear()
 
         def load_direct() -> None:
@@ -281,11 +326,12 @@ class LocalPipeline:
                 # buffer load first, so this one (a Delete, a pointer, an S3 event...) is later
                 # than they are and earlier than any line after it.
                 load_direct()
+            given = clean_request_id(record.obj.get("request_id")) if queue == GEN else None
             if queue == LOAD and priority == 1 and record.span is not None:
                 # a prebuilt item: the queue keeps where it is, the load reads it from there
                 rows.append((queue, mid, None, record.source, priority, record.span))
             else:
-                rows.append((queue, mid, record.obj, record.source, priority))
+                rows.append((queue, mid, record.obj, record.source, priority, None, given))
             if len(rows) >= chunk:
                 flush()
         flush()  # collections first: a direct load waits for none of them
@@ -358,16 +404,32 @@ class LocalPipeline:
             doc = generate(request, self.gen_settings, self.runner)
         except Exception as e:
             failure = failure_of(e, f"request from {msg.source}")
-            dead = session.call(lambda q: q.fail(msg, failure.reason, permanent=failure.permanent))
+            dead = session.call(lambda q: _fail(q, msg, failure, GEN_STAGE))
             self._report_failure(msg, failure, dead, "requests_failed")
             return
         priority = 0 if isinstance(request, CollectionRequest) else 1
+        collection = doc.get("id") if priority == 0 else doc.get("collection")
 
         def hand_over(q: LocalQueues) -> bool:
             with q.conn.transaction():
                 if not q.ack([msg]):
                     return False  # the lease expired and another worker holds the request now
-                q.send_many([(LOAD, f"gen:{msg.id}", doc, msg.source, priority)])
+                q.send_many(
+                    [(LOAD, f"gen:{msg.id}", doc, msg.source, priority, None, msg.request_id)]
+                )
+                ledger.record(
+                    q.conn,
+                    [
+                        ledger.LedgerEntry(
+                            msg.request_id,
+                            GENERATED,
+                            GEN_STAGE,
+                            collection if isinstance(collection, str) else None,
+                            generated=1,
+                            attempts=msg.receive_count,
+                        )
+                    ],
+                )
                 return True
 
         if session.call(hand_over):
@@ -454,11 +516,11 @@ class LocalPipeline:
                 tally = self._load_isolated(q.conn, [m for m in live if m.id in bodies], bodies)
                 failures = {**unusable, **tally.failures}
                 q.ack([m for m in live if m.id not in failures])
-                verdicts = []
-                for m in live:
-                    if m.id in failures:
-                        f = failures[m.id]
-                        verdicts.append((m, f, q.fail(m, f.reason, permanent=f.permanent)))
+                verdicts = [
+                    (m, failures[m.id], _fail(q, m, failures[m.id], LOAD_STAGE))
+                    for m in live
+                    if m.id in failures
+                ]
             return tally, verdicts
 
         tally, verdicts = session.call(settle)
@@ -492,7 +554,13 @@ class LocalPipeline:
         if not messages:
             return LoadTally()
         docs = [
-            Document(m.id, m.created_at.timestamp() if m.created_at else None, body)
+            Document(
+                m.id,
+                m.created_at.timestamp() if m.created_at else None,
+                body,
+                m.request_id,
+                m.receive_count,
+            )
             for m in messages
             for body in bodies[m.id]
         ]

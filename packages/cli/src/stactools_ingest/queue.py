@@ -26,6 +26,8 @@ from uuid import UUID
 import orjson
 import psycopg
 
+from ingest_common.ledger import GEN_STAGE, LOAD_STAGE
+from item_load import ledger
 from stactools_ingest.inputs import FileSpan, InputChanged
 
 GEN, LOAD = "gen", "load"
@@ -69,6 +71,8 @@ ALTER TABLE stactools_ingest.message_bodies
 -- In receive's order, so a lease walks the index to its LIMIT instead of sorting every ready row.
 CREATE INDEX IF NOT EXISTS messages_ready_order
     ON stactools_ingest.messages (queue, priority, created_at) WHERE state = 'ready';
+-- The ledger's key of the request a message serves (null: the message's own id).
+ALTER TABLE stactools_ingest.messages ADD COLUMN IF NOT EXISTS request_id text;
 """
 
 COLLECTIONS_PENDING = """
@@ -101,6 +105,12 @@ class Message:
     lease: UUID
     span: FileSpan | None = None  # where the body was read from, when kept by reference
     unreadable: str | None = None  # why the referenced body could not be read (body is None)
+    given_request_id: str | None = None
+
+    @property
+    def request_id(self) -> str:
+        """The ledger's key for this message's request: the one it was sent with, else its id."""
+        return self.given_request_id or self.id
 
 
 @dataclass(slots=True)
@@ -163,6 +173,11 @@ def _dead_letter(row: tuple) -> DeadLetter:
     return DeadLetter(*row[:6], body if body is not None else _pointer(span))
 
 
+def to_regclass(conn: psycopg.Connection, name: str) -> bool:
+    """Whether a table exists (the ledger's is made by the load stage's schema)."""
+    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
+
+
 def owner_token() -> str:
     """Identifies this process's leases, so a restart can release those of a killed run."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -221,13 +236,18 @@ class LocalQueues:
                     WHERE attrelid = to_regclass('stactools_ingest.message_bodies')
                         AND attname = 'stamp')
                 AND to_regclass('stactools_ingest.messages_ready_order') IS NOT NULL
+                AND EXISTS (
+                    SELECT 1 FROM pg_attribute
+                    WHERE attrelid = to_regclass('stactools_ingest.messages')
+                        AND attname = 'request_id')
             """
         ).fetchone()
         return row is not None
 
     def send_many(self, rows: Iterable[tuple]) -> int:
-        """Enqueue ``(queue, id, body, source, priority[, span])`` rows; existing ids are left
-        alone. With a span, the body is kept by reference to its input file, not copied.
+        """Enqueue ``(queue, id, body, source, priority[, span[, request_id]])`` rows; existing
+        ids are left alone. With a span, the body is kept by reference to its input file, not
+        copied; ``request_id`` is the ledger's key of the request (default: the id).
 
         COPY into a temporary table, then one INSERT … ON CONFLICT: row-by-row inserts made
         enqueueing 20,000 items take longer than loading them.
@@ -236,27 +256,31 @@ class LocalQueues:
             cur.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS incoming_refs (queue text, id text, body text, "
                 "source text, priority smallint, path text, start bigint, length integer, "
-                "stamp text, n integer) ON COMMIT DELETE ROWS"
+                "stamp text, n integer, request_id text) ON COMMIT DELETE ROWS"
             )
-            columns = "queue, id, body, source, priority, path, start, length, stamp, n"
+            columns = "queue, id, body, source, priority, path, start, length, stamp, n, request_id"
             with cur.copy(f"COPY incoming_refs ({columns}) FROM STDIN") as copy:
                 for n, (queue, mid, body, source, priority, *rest) in enumerate(rows):
                     span: FileSpan | None = rest[0] if rest else None
+                    request_id = rest[1] if len(rest) > 1 else None
                     if span is None:
                         text = orjson.dumps(body).decode()
-                        copy.write_row((queue, mid, text, source, priority, *[None] * 4, n))
+                        copy.write_row(
+                            (queue, mid, text, source, priority, *[None] * 4, n, request_id)
+                        )
                     else:
                         where = (span.path, span.start, span.length, span.stamp)
-                        copy.write_row((queue, mid, None, source, priority, *where, n))
+                        copy.write_row((queue, mid, None, source, priority, *where, n, request_id))
             cur.execute(
                 """
                 WITH fresh AS (
                     -- Send times in the order given (a later line of a file is newer: it wins
                     -- over an earlier copy of the same item), not in the order of the ids.
-                    INSERT INTO stactools_ingest.messages (queue, id, source, priority, created_at)
+                    INSERT INTO stactools_ingest.messages
+                        (queue, id, source, priority, created_at, request_id)
                     SELECT queue, id, source, priority,
-                        statement_timestamp() + make_interval(secs => n / 1e6)
-                    FROM (SELECT DISTINCT ON (queue, id) queue, id, source, priority, n
+                        statement_timestamp() + make_interval(secs => n / 1e6), request_id
+                    FROM (SELECT DISTINCT ON (queue, id) queue, id, source, priority, n, request_id
                           FROM incoming_refs ORDER BY queue, id, n) given
                     ON CONFLICT (queue, id) DO NOTHING
                     RETURNING queue, id
@@ -368,20 +392,20 @@ class LocalQueues:
                     FOR UPDATE SKIP LOCKED
                 ) picked
                 WHERE m.queue = picked.queue AND m.id = picked.id
-                RETURNING m.queue, m.id, m.source, m.receive_count, m.created_at, m.lease
+                RETURNING m.queue, m.id, m.source, m.receive_count, m.created_at, m.lease,
+                    m.request_id
             )
             SELECT l.queue, l.id, l.source, l.receive_count, l.created_at, l.lease,
-                b.body, b.path, b.start, b.length, b.stamp
+                b.body, b.path, b.start, b.length, b.stamp, l.request_id
             FROM leased l JOIN stactools_ingest.message_bodies b USING (queue, id)
             """,
             (self.visibility_timeout, self.owner, queue, self.max_receives, max_messages),
         ).fetchall()
         rows.sort(key=lambda r: r[4])
         return [
-            Message(q, i, body, src, n, created, lease, span, why)
-            for (q, i, src, n, created, lease, *_), (body, span, why) in zip(
-                rows, _bodies(rows, 6), strict=True
-            )
+            Message(q, i, body, src, n, created, lease, span, why, row[-1])
+            for row, (body, span, why) in zip(rows, _bodies(rows, 6), strict=True)
+            for q, i, src, n, created, lease in [row[:6]]
         ]
 
     def _expire(self, queue: str) -> None:
@@ -390,7 +414,7 @@ class LocalQueues:
         As SQS moves a message to its DLQ when a receive would exceed maxReceiveCount: the
         worker that held it was killed or outlived its lease, every time.
         """
-        self._sql(
+        expired = self._sql(
             """
             UPDATE stactools_ingest.messages
             SET state = 'dead', lease_owner = NULL, lease = NULL, updated_at = now(),
@@ -398,9 +422,16 @@ class LocalQueues:
                     || replace(%s, '{n}', receive_count::text)
             WHERE queue = %s AND state = 'ready' AND visible_at <= now()
                 AND receive_count >= %s
+            RETURNING coalesce(request_id, id), last_error, receive_count
             """,
             (EXPIRED_REASON, queue, self.max_receives),
-        )
+        ).fetchall()
+        if expired and to_regclass(self.conn, "stactools_ingest.ledger"):
+            stage = GEN_STAGE if queue == GEN else LOAD_STAGE
+            ledger.record(
+                self.conn,
+                [ledger.failure(rid, stage, why, dead=True, attempts=n) for rid, why, n in expired],
+            )
 
     def ack(self, messages: Sequence[Message]) -> list[str]:
         """Mark messages done and drop their bodies, where the caller still holds the lease.

@@ -13,19 +13,19 @@ from aws_lambda_powertools.utilities.batch import process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ingest_common.dead_letter import DeadLetteringProcessor, DeadLetterQueue
+from ingest_common.dead_letter import DeadLetterQueue
 from ingest_common.envelope import unwrap
+from ingest_common.ledger import GEN_STAGE, GENERATED, receive_count, request_id_of, status_report
 from item_gen.core import generate
 from item_gen.models import parse_request
 from item_gen.publish import Publisher
+from item_gen.reporting import ReportingProcessor
 from item_gen.settings import GenSettings
 from item_gen.warm import runner_for
 
 settings = GenSettings()
 logger = Logger(service="item-gen")
 metrics = Metrics(namespace="stactools-ingest", service="item-gen")
-# Requests that can never succeed (PermanentError) go to the DLQ at once, not after 5 receives.
-processor = DeadLetteringProcessor(DeadLetterQueue(settings.dead_letter_queue_url, "item-gen"))
 copy_config_to_registered_loggers(source_logger=logger, include={"item_gen"})
 
 
@@ -38,14 +38,42 @@ def publisher() -> Publisher:
     return Publisher(settings.item_load_topic_arn, settings.payload_bucket, boto3.client("sns"), s3)
 
 
+# Requests that can never succeed (PermanentError) go to the DLQ at once, not after 5 receives;
+# every failure is then reported to the ledger.
+processor = ReportingProcessor(
+    DeadLetterQueue(settings.dead_letter_queue_url, GEN_STAGE),
+    publisher,
+    enabled=settings.ledger,
+    max_receives=settings.max_receives,
+)
+
+
 def record_handler(record: SQSRecord) -> str:
     """One request: parse, generate, publish; raising fails this record alone."""
     context = {"message_id": record.message_id}
     try:
-        request = parse_request(unwrap(record.body, record.attributes.sent_timestamp).message)
-        context["request"] = request.label
+        envelope = unwrap(record.body, record.attributes.sent_timestamp)
+        request = parse_request(envelope.message)
+        request_id = request_id_of(
+            request.request_id,
+            envelope.sns_message_id,
+            envelope.sns_attributes,
+            record.message_id,
+            record.raw_event.get("messageAttributes"),
+        )
+        context["request_id"] = request_id
         doc = generate(request, settings, runner_for(settings))
-        message_id = publisher().publish(doc)
+        report = None
+        if settings.ledger:
+            report = status_report(
+                request_id,
+                GENERATED,
+                stage=GEN_STAGE,
+                generated=1,
+                attempts=receive_count(record.raw_event),
+                collection=doc.get("collection") if doc.get("type") == "Feature" else doc.get("id"),
+            )
+        message_id = publisher().publish(doc, request_id, report)
     except Exception as e:
         metrics.add_metric("RequestsFailed", MetricUnit.Count, 1)
         logger.warning("request failed", extra={**context, "reason": str(e)})

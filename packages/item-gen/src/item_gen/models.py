@@ -45,7 +45,13 @@ class _PackageRequest(BaseModel):
     extra_packages: list[str] = Field(
         default_factory=list, description="Extra pins the package needs, e.g. 'affine<3'"
     )
-    request_id: str | None = None
+    request_id: str | None = Field(
+        default=None,
+        max_length=256,
+        pattern=r"^[^\x00]+$",
+        description="The ledger's key for this request (stactools-ingest status); else the "
+        "message id it came in",
+    )
 
     @model_validator(mode="before")
     @classmethod

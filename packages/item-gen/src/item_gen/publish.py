@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from typing import Any
 
 from ingest_common.envelope import SNS_MAX_BYTES as SNS_LIMIT_BYTES
+from ingest_common.ledger import REQUEST_ID_ATTRIBUTE
 from item_gen.errors import PayloadTooLarge, PublishFailed
+
+logger = logging.getLogger(__name__)
 
 # The SNS limit counts message attributes too; keep a margin for the ones we add.
 SNS_MAX_BYTES = SNS_LIMIT_BYTES - 2048
@@ -43,12 +47,60 @@ class Publisher:
             raise PublishFailed(f"could not store {what} in s3://{self.bucket}/{key}: {e}") from e
         return json.dumps({"href": f"s3://{self.bucket}/{key}"})
 
-    def publish(self, doc: dict) -> str:
-        """Publish one document; returns the SNS message id."""
+    def publish(self, doc: dict, request_id: str | None = None, report: dict | None = None) -> str:
+        """Publish one document; returns the SNS message id.
+
+        ``request_id`` travels as the message attribute the load stage records the document
+        under. ``report`` (a status report for the ledger) goes in the same PublishBatch call;
+        it is best effort: a report SNS refuses is logged, the document's publish stands.
+        """
         message = self.message_for(doc)
+        attributes = (
+            {REQUEST_ID_ATTRIBUTE: {"DataType": "String", "StringValue": request_id}}
+            if request_id
+            else {}
+        )
+        entries = [{"Id": "doc", "Message": message, "MessageAttributes": attributes}]
+        if report is not None:
+            entries.append({"Id": "report", "Message": json.dumps(report, separators=(",", ":"))})
+        what = f"{doc.get('type')} {doc.get('id')}"
         try:
-            return self.sns.publish(TopicArn=self.topic_arn, Message=message)["MessageId"]
+            response = self.sns.publish_batch(
+                TopicArn=self.topic_arn, PublishBatchRequestEntries=entries
+            )
         except Exception as e:
+            raise PublishFailed(f"could not publish {what} to {self.topic_arn}: {e}") from e
+        failed = {f["Id"]: f for f in response.get("Failed", [])}
+        if "doc" in failed:
+            f = failed["doc"]
             raise PublishFailed(
-                f"could not publish {doc.get('type')} {doc.get('id')} to {self.topic_arn}: {e}"
-            ) from e
+                f"SNS refused {what} on {self.topic_arn}: {f.get('Code')} {f.get('Message')}"
+            )
+        if "report" in failed:
+            logger.warning(
+                "SNS refused the ledger's status report for request %s: %s",
+                request_id,
+                failed["report"].get("Message"),
+            )
+        return next(s["MessageId"] for s in response["Successful"] if s["Id"] == "doc")
+
+    def report(self, reports: list[dict]) -> int:
+        """Publish status reports (best effort, 10 per call); how many SNS accepted."""
+        accepted = 0
+        for start in range(0, len(reports), 10):
+            group = reports[start : start + 10]
+            entries = [
+                {"Id": str(n), "Message": json.dumps(r, separators=(",", ":"))}
+                for n, r in enumerate(group)
+            ]
+            try:
+                response = self.sns.publish_batch(
+                    TopicArn=self.topic_arn, PublishBatchRequestEntries=entries
+                )
+            except Exception as e:
+                logger.error("could not publish %d status reports: %s", len(group), e)
+                continue
+            accepted += len(response.get("Successful", []))
+            for f in response.get("Failed", []):
+                logger.warning("SNS refused a status report: %s", f.get("Message"))
+        return accepted

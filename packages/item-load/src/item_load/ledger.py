@@ -22,11 +22,13 @@ from typing import Any
 
 import orjson
 import psycopg
+from psycopg import sql
 
 from ingest_common.ledger import (
     DEAD_LETTERED,
     FAILED,
     GENERATED,
+    LOAD_STAGE,
     LOADED,
     QUEUED,
     SUPERSEDED,
@@ -90,11 +92,7 @@ _APPLIES_SQL = """NOT (
     OR (EXCLUDED.state = 'generated' AND l.state NOT IN ('queued', 'generated'))
     OR (EXCLUDED.state = 'superseded' AND l.state = 'loaded'))"""
 
-_RECORD = f"""
-    INSERT INTO stactools_ingest.ledger AS l
-        (request_id, state, stage, collection, items, generated, error, attempts, submission_id)
-    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[],
-        %s::integer[], %s::text[], %s::integer[], %s::text[])
+_ON_CONFLICT = f"""
     ON CONFLICT (request_id) DO UPDATE SET
         state = CASE WHEN {_APPLIES_SQL} THEN EXCLUDED.state ELSE l.state END,
         stage = CASE WHEN {_APPLIES_SQL} THEN EXCLUDED.stage ELSE l.stage END,
@@ -109,8 +107,37 @@ _RECORD = f"""
         generated = coalesce(EXCLUDED.generated, l.generated),
         attempts = greatest(l.attempts, EXCLUDED.attempts),
         submission_id = coalesce(l.submission_id, EXCLUDED.submission_id),
-        updated_at = now()
+        -- queueing again what has moved on (a rerun of the same file) is no news
+        updated_at = CASE WHEN EXCLUDED.state = 'queued' AND l.state <> 'queued'
+            THEN l.updated_at ELSE now() END
 """
+
+_RECORD = (
+    """
+    INSERT INTO stactools_ingest.ledger AS l
+        (request_id, state, stage, collection, items, generated, error, attempts, submission_id)
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[],
+        %s::integer[], %s::text[], %s::integer[], %s::text[])
+    """
+    + _ON_CONFLICT
+)
+
+# Every staged row but those refused: its request loaded it. One statement, read server-side
+# from the staging table (the COPY carried request_id and attempts): passing a thousand
+# requests' ids and items as parameters cost more than the statement itself.
+_RECORD_STAGED = (
+    """
+    INSERT INTO stactools_ingest.ledger AS l
+        (request_id, state, stage, collection, items, attempts)
+    SELECT request_id, 'loaded', %(stage)s, %(collection)s,
+        jsonb_agg(jsonb_build_object('collection', collection, 'id', id) ORDER BY seq),
+        max(attempts)
+    FROM {staging}
+    WHERE request_id IS NOT NULL AND seq <> ALL(%(refused)s::integer[])
+    GROUP BY request_id
+    """
+    + _ON_CONFLICT
+)
 
 
 def _merge(entries: Iterable[LedgerEntry]) -> list[LedgerEntry]:
@@ -166,6 +193,17 @@ def record(conn: psycopg.Connection, entries: Iterable[LedgerEntry]) -> None:
             [r.attempts for r in rows],
             [_text(r.submission_id, 256) for r in rows],
         ),
+    )
+
+
+def record_staged(
+    conn: psycopg.Connection, staging: str, collection: str, refused: Sequence[int]
+) -> None:
+    """Record the staged rows of ``collection`` (but the ``refused`` seqs) as loaded by their
+    requests, in the caller's transaction: the one that wrote the rows."""
+    conn.execute(
+        sql.SQL(_RECORD_STAGED).format(staging=sql.Identifier(staging)),
+        {"stage": LOAD_STAGE, "collection": collection, "refused": list(refused)},
     )
 
 

@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 from pypgstac.load import Loader
 
-from ingest_common.ledger import LOAD_STAGE, LOADED, SUPERSEDED
+from ingest_common.ledger import LOAD_STAGE, SUPERSEDED
 from item_load import ledger
 from item_load.db import fails_batch, is_outage, is_retryable
 from item_load.messages import Document
@@ -40,7 +40,9 @@ logger = logging.getLogger(__name__)
 
 # (seq, sent, <the items columns>): seq numbers the batch's rows, sent is the message's send
 # time (epoch seconds) for the newest-wins check.
-STAGING_TABLE = "stactools_ingest_staged"
+STAGING_TABLE = "stactools_ingest_staging"
+# (seq, sent, request_id, attempts, <the items columns>): request_id and attempts are the
+# ledger's, so recording a batch's requests as loaded reads them server-side, not from Python.
 
 _COLUMNS = ("id", "collection", "datetime", "end_datetime", "geometry", "content", "private")
 
@@ -222,18 +224,15 @@ def refresh_stale_partitions(conn: psycopg.Connection, older_than: float) -> lis
     return [p for p, c in rows if refresh_partition(conn, c, p)]
 
 
-def _ledger_entries(
-    collection: str, landed: Sequence[Entry], superseded: Sequence[Entry]
+def _superseded_entries(
+    collection: str, superseded: Sequence[Entry]
 ) -> Iterator[ledger.LedgerEntry]:
-    """The ledger's word on a write: each landed item's request loaded it; a superseded one's
-    request changed nothing (a newer message's content is in pgstac)."""
-    for state, entries in ((SUPERSEDED, superseded), (LOADED, landed)):
-        for e in entries:
-            if e.doc.request_id is not None:
-                items = [(collection, e.doc.body["id"])] if state == LOADED else []
-                yield ledger.LedgerEntry(
-                    e.doc.request_id, state, LOAD_STAGE, collection, items, attempts=e.doc.attempts
-                )
+    """The ledger's word on items older than pgstac's: their requests changed nothing."""
+    for e in superseded:
+        if e.doc.request_id is not None:
+            yield ledger.LedgerEntry(
+                e.doc.request_id, SUPERSEDED, LOAD_STAGE, collection, attempts=e.doc.attempts
+            )
 
 
 class CollectionWriter:
@@ -302,8 +301,10 @@ class CollectionWriter:
                 self._delete_moved(collection, landed)
             self._record_applied(collection, [e for e in staged if id(e) in refused])
             if self.ledger:
+                refused_seqs = [e.seq for e in staged if id(e) in refused]
+                ledger.record_staged(self.conn, STAGING_TABLE, collection, refused_seqs)
                 superseded = [e for e in entries if e.superseded and e.error is None]
-                ledger.record(self.conn, _ledger_entries(collection, landed, superseded))
+                ledger.record(self.conn, _superseded_entries(collection, superseded))
             refresh = [name for name, force in due if force or self._due(name)]
             self._mark_stale(collection, [name for name, _ in due if name not in refresh])
         for name in refresh:
@@ -464,8 +465,9 @@ class CollectionWriter:
         Emptied here too, in case a caller's own transaction holds rows of an earlier collection.
         """
         self.conn.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} "
-            "(seq integer, sent double precision, LIKE items) ON COMMIT DELETE ROWS"
+            f"CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} (seq integer, "
+            "sent double precision, request_id text, attempts integer, LIKE items) "
+            "ON COMMIT DELETE ROWS"
         )
         self.conn.execute(f"DELETE FROM {STAGING_TABLE}")
 
@@ -489,11 +491,12 @@ class CollectionWriter:
                 entry.row = tuple(row[c] for c in _COLUMNS)
                 entry.doc.release_body()
             if entry.row is not None:
-                yield (entry.seq, entry.doc.sent_at, *entry.row)
+                doc = entry.doc
+                yield (entry.seq, doc.sent_at, doc.request_id, doc.attempts, *entry.row)
 
     def _stage(self, coll_json: CollectionJson, entries: Sequence[Entry]) -> None:
         """COPY entries into the staging table; a failed COPY leaves nothing behind."""
-        columns = ", ".join(("seq", "sent", *_COLUMNS))
+        columns = ", ".join(("seq", "sent", "request_id", "attempts", *_COLUMNS))
         with (
             self.conn.transaction(),
             self.conn.cursor() as cur,

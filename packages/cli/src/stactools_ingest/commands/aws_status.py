@@ -1,4 +1,4 @@
-"""``status``: queue depths, in-flight counts and dead letters of a deployed pipeline."""
+"""``status --stack``: queue depths, in-flight counts and dead letters of a deployed pipeline."""
 
 from __future__ import annotations
 
@@ -8,15 +8,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from stactools_ingest.aws_stack import STACK_HELP, client, queue_status, resolve_stack
+from stactools_ingest.aws_stack import client, queue_status, resolve_stack
 
 STAGE_NAMES = {"gen": "ItemGen", "load": "ItemLoad"}
 
 
-@click.command("status")
-@click.option("--stack", "stack_name", required=True, metavar="NAME", help=STACK_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
-def status(stack_name: str, as_json: bool) -> None:
+def queue_depths(stack_name: str, as_json: bool) -> None:
     """Messages queued, in flight and dead-lettered per stage (SQS's approximate counts)."""
     outputs = resolve_stack(stack_name, client("cloudformation"))
     counts = queue_status(outputs, client("sqs"))

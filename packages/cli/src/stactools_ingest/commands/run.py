@@ -34,7 +34,11 @@ def _print_summary(summary: RunSummary, as_json: bool) -> None:
         + f" in {summary.seconds:.1f} s"
     )
     if summary.dead_letters:
-        click.echo("see why: stactools-ingest dlq list", err=True)
+        click.echo(
+            "see why: stactools-ingest status --state dead_lettered (or dlq list); "
+            "every request's outcome: stactools-ingest status --since 1h",
+            err=True,
+        )
 
 
 @click.command("run")

@@ -1,0 +1,161 @@
+"""``stactools-ingest status``: what happened to a request, or to all of them, from the ledger.
+
+The ledger (``item_load.ledger``) lives in the target pgstac database: the embedded one, ``--dsn``
+or the PG* variables. ``--stack NAME`` alone shows a deployment's queue depths.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ingest_common.errors import IngestError
+from ingest_common.ledger import STATES
+from item_load import ledger
+from stactools_ingest.aws_stack import STACK_HELP
+from stactools_ingest.target import connect, resolve_dsn
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class UnknownRequest(IngestError):
+    """The ledger has no such request (never seen, or expired): exit 1."""
+
+    exit_code = 1
+
+
+def parse_since(value: str, now: datetime | None = None) -> datetime:
+    """``30s``, ``15m``, ``1h``, ``2d``, ``1w`` ago, or an RFC 3339 instant (UTC if no offset)."""
+    now = now or datetime.now(UTC)
+    if match := _AGE.match(value):
+        try:
+            return now - timedelta(**{_UNITS[match[2]]: float(match[1])})
+        except (OverflowError, ValueError):
+            raise click.BadParameter("that is longer ago than a date can say") from None
+    try:
+        instant = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            "expected an age (30s, 15m, 1h, 2d, 1w) or a date-time (2026-12-07T10:00:00Z)"
+        ) from None
+    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+
+
+def _items_text(row: dict[str, Any]) -> str:
+    items = row["items"]
+    shown = ", ".join(f"{i['collection']}/{i['id']}" for i in items[:5])
+    return shown + (f" and {len(items) - 5} more" if len(items) > 5 else "")
+
+
+def _print_one(row: dict[str, Any]) -> None:
+    lines = [
+        ("request", row["request_id"]),
+        ("state", f"{row['state']} ({row['stage']}, {row['attempts']} attempts)"),
+        ("collection", row["collection"] or "-"),
+        ("items", _items_text(row) or "-"),
+    ]
+    if row["generated"] is not None:
+        lines.append(("generated", str(row["generated"])))
+    if row["error"]:
+        lines.append(("error", row["error"]))
+    lines.append(("updated", row["updated_at"]))
+    for name, value in lines:
+        click.echo(f"{name:<11}{value}")
+
+
+def _print_many(counts: dict[str, int], rows: list[dict[str, Any]], limit: int) -> None:
+    click.echo("  ".join(f"{state} {n}" for state, n in counts.items()))
+    if not rows:
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("updated", "state", "request", "collection", "items / error"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["updated_at"][:19],
+            row["state"],
+            row["request_id"],
+            row["collection"] or "",
+            row["error"] if row["error"] else _items_text(row),
+        )
+    Console(soft_wrap=False).print(table)
+    if len(rows) == limit:
+        click.echo(f"(the newest {limit}; --limit shows more)", err=True)
+
+
+@click.command("status")
+@click.argument("request_id", required=False)
+@click.option("--state", type=click.Choice(STATES), help="Only requests in this state.")
+@click.option(
+    "--since",
+    metavar="AGE",
+    help="Only requests updated within AGE (15m, 1h, 2d) or since a date-time.",
+)
+@click.option("--collection", help="Only requests of this collection.")
+@click.option("--submission", "submission_id", metavar="ID", help="Only this submission's.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@click.option("--dsn", help="Target pgstac (default: PGSTAC_DSN, PG* variables, else embedded).")
+@click.option(
+    "--stack", "stack_name", metavar="NAME", help=f"Queue depths of a deployment. {STACK_HELP}"
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(
+    request_id: str | None,
+    state: str | None,
+    since: str | None,
+    collection: str | None,
+    submission_id: str | None,
+    limit: int,
+    dsn: str | None,
+    stack_name: str | None,
+    as_json: bool,
+) -> None:
+    """What happened to REQUEST_ID; without it, counts per state and the newest requests.
+
+    A request is known by the request_id it was sent with, else by the id of the message it
+    came in (locally: the queue's id for it, shown by `status --since 1h`). States: queued,
+    generated, loaded, failed (retrying), dead_lettered, superseded (a newer message for the
+    same item won). The ledger keeps 30 days.
+    """
+    if stack_name:
+        if request_id or state or since or collection or submission_id:
+            raise click.UsageError(
+                "--stack shows a deployment's queue depths; to ask about requests, point "
+                "--dsn at the deployment's database (its ledger is there)"
+            )
+        from stactools_ingest.commands.aws_status import queue_depths
+
+        queue_depths(stack_name, as_json)
+        return
+    since_at = parse_since(since) if since else None
+    with connect(resolve_dsn(dsn, start_embedded=False)) as conn:
+        has_ledger = ledger.exists(conn)
+        if request_id is not None:
+            row = ledger.get(conn, request_id) if has_ledger else None
+            if row is None:
+                raise UnknownRequest(
+                    f"no request {request_id!r} in the ledger (never received, or older than "
+                    "its retention); list recent ones with: stactools-ingest status --since 1d"
+                )
+            if as_json:
+                click.echo(json.dumps(row))
+            else:
+                _print_one(row)
+            return
+        filters = {"since": since_at, "collection": collection, "submission_id": submission_id}
+        if has_ledger:
+            counts = ledger.counts(conn, **filters)
+            rows = ledger.find(conn, state=state, limit=limit, **filters)
+        else:
+            counts, rows = dict.fromkeys(STATES, 0), []
+    if as_json:
+        click.echo(json.dumps({"counts": counts, "requests": rows}))
+    else:
+        _print_many(counts, rows, limit)
