@@ -5,8 +5,8 @@
 Reference: ``Loader.load_items(items, insert_mode=upsert)`` given all items in one call. Ours:
 ``item_load.handler.handler`` fed SQS events of 1000 SNS-wrapped records, as AWS delivers them:
 into an empty collection (with the ledger, the default, and without: ``ledger_cost`` is the
-ledger's share, to be under 0.10), again over the existing items (re-ingest), into an empty collection
-with the server's TOAST compression (pglz, as the reference stores rows) instead of the
+ledger's share, to be under 0.10), again over the existing items (re-ingest), into an empty
+collection with the server's TOAST compression (pglz, as the reference stores rows) instead of the
 handler's default lz4, with 1% invalid items, and with 0.1% that only a database trigger
 rejects (bisection); then both again into a collection partitioned by month, where every batch
 spans 12 partitions (the handler's row is compared with the Loader's on that collection). Every
