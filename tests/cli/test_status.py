@@ -55,9 +55,11 @@ def test_ten_requests_one_bad_each_has_its_answer(pgstac, tmp_path):
     assert listed["counts"]["loaded"] == 10
     assert listed["counts"]["dead_lettered"] == 1
     assert sum(listed["counts"].values()) == 11
-    [prebuilt] = [r for r in listed["requests"] if r["items"] == [
-        {"collection": GLAD_COLLECTION, "id": "prebuilt"}
-    ]]
+    [prebuilt] = [
+        r
+        for r in listed["requests"]
+        if r["items"] == [{"collection": GLAD_COLLECTION, "id": "prebuilt"}]
+    ]
     assert json.loads(status(pgstac, prebuilt["request_id"], "--json").stdout)["state"] == "loaded"
     failed = json.loads(status(pgstac, "--state", "dead_lettered", "--json").stdout)
     assert [r["request_id"] for r in failed["requests"]] == ["bad-1"]
