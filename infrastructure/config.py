@@ -273,6 +273,8 @@ class ItemLoadConfig(_StageConfig):
     # The ledger (stactools-ingest status): each request's state, written with the items.
     ledger: bool = True
     ledger_retention_days: int = Field(30, ge=1, le=3650)
+    # One message per item a load created or changed, on a topic others subscribe to.
+    post_ingest_notifications: bool = True
     s3_event_buckets: list[str] = Field(default_factory=list)
     readable_buckets: list[str] = Field(default_factory=list)
     # What a message may make ItemLoad read (HREF_SCHEMES, HREF_MAX_BYTES, HREF_TIMEOUT_SECONDS).

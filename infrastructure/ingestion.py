@@ -183,6 +183,17 @@ class IngestionStack(Stack):
 
         # --- ItemLoad ------------------------------------------------------------------------
         load = config.item_load
+        # What ItemLoad created or changed, for anyone to subscribe to (item_load/notify.py).
+        self.post_ingest_topic = (
+            sns.Topic(self, "PostIngestTopic", enforce_ssl=True)
+            if load.post_ingest_notifications
+            else None
+        )
+        post_ingest_env = (
+            {"POST_INGEST_TOPIC_ARN": self.post_ingest_topic.topic_arn}
+            if self.post_ingest_topic is not None
+            else {}
+        )
         item_load_code = item_load_code or stage_image(
             "infrastructure/item_load.Dockerfile", config.architecture
         )
@@ -205,12 +216,15 @@ class IngestionStack(Stack):
                 "LEDGER": str(load.ledger).lower(),
                 "LEDGER_RETENTION_DAYS": str(load.ledger_retention_days),
                 "MAX_RECEIVES": str(load.max_receive_count),
+                **post_ingest_env,
             },
             vpc=network.vpc,
             vpc_subnets=network.lambda_subnets,
             security_groups=[database.client_security_group],
         )
         self._dead_letters(self.item_load_function, self.item_load.dlq)
+        if self.post_ingest_topic is not None:
+            self.post_ingest_topic.grant_publish(self.item_load_function)
         database.ingest_secret.grant_read(self.item_load_function)
         readable = [self.payload_bucket.arn_for_objects("*")] + [
             f"arn:{self.partition}:s3:::{name}/*"
@@ -294,6 +308,8 @@ class IngestionStack(Stack):
             "PayloadBucketName": self.payload_bucket.bucket_name,
             "AlarmTopicArn": self.alarm_topic.topic_arn,
         }
+        if self.post_ingest_topic is not None:
+            outputs["PostIngestTopicArn"] = self.post_ingest_topic.topic_arn
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
         Tags.of(self).add("project", config.project_name)

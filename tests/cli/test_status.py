@@ -131,3 +131,36 @@ def test_since_takes_instants_and_refuses_the_rest():
     for bad in ("yesterday", "10x", "", "9" * 400 + "w"):
         with pytest.raises(click.BadParameter):
             parse_since(bad)
+
+
+def test_run_events_lists_each_created_or_changed_item_once(pgstac, tmp_path):
+    from factories import collection
+
+    events = tmp_path / "events.ndjson"
+    path = tmp_path / "docs.ndjson"
+    docs = [collection("ev")] + [item(f"e{n}", "ev", x=n) for n in range(3)]
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    # WHEN the documents run with --events
+    first = cli("run", str(path), "--dsn", pgstac.dsn, "-q", "--events", str(events))
+    assert first.returncode == 0, first.stderr
+    # THEN each item is announced as created, under the request id the ledger knows it by
+    lines = [json.loads(x) for x in events.read_text().splitlines()]
+    assert sorted((n["action"], n["collection"], n["id"]) for n in lines) == [
+        ("created", "ev", f"e{n}") for n in range(3)
+    ]
+    for note in lines:
+        known = json.loads(status(pgstac, note["request_id"], "--json").stdout)
+        assert known["items"] == [{"collection": "ev", "id": note["id"]}]
+        assert note["datetime"] == "2020-06-01T00:00:00Z"
+    # WHEN the same file runs again, and then a file changing one item
+    assert cli("run", str(path), "--dsn", pgstac.dsn, "-q", "--events", str(events)).returncode == 0
+    changed = item("e1", "ev", x=1)
+    changed["properties"]["platform"] = "changed"
+    (tmp_path / "change.ndjson").write_text(json.dumps(changed) + "\n")
+    again = cli(
+        "run", str(tmp_path / "change.ndjson"), "--dsn", pgstac.dsn, "-q", "--events", str(events)
+    )
+    assert again.returncode == 0, again.stderr
+    # THEN the file gained exactly one line: e1 updated
+    later = [json.loads(x) for x in events.read_text().splitlines()][len(lines) :]
+    assert [(n["action"], n["id"]) for n in later] == [("updated", "e1")]

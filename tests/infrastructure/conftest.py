@@ -128,3 +128,9 @@ def full_app(tmp_path_factory) -> Synthesized:
         },
         network={"nat_gateways": 2},
     )
+
+
+@pytest.fixture
+def synth():
+    """``synthesize`` for a test that needs its own settings."""
+    return synthesize

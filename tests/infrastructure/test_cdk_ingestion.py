@@ -21,6 +21,7 @@ OUTPUTS = (
     "AlarmTopicArn",
     "ItemGenLogGroup",
     "ItemLoadLogGroup",
+    "PostIngestTopicArn",
 )
 
 
@@ -381,3 +382,35 @@ def test_the_maintenance_schedule_follows_config(full_app):
     _, rule = _one(full_app.templates["ingestion"], "AWS::Events::Rule", "ItemLoadMaintenance")
     # THEN the rule runs every 10 minutes
     assert rule["Properties"]["ScheduleExpression"] == "rate(10 minutes)"
+
+
+def test_item_load_publishes_post_ingest_notifications_to_its_own_topic(ingestion):
+    # GIVEN the default deployment: notifications on
+    topic_id, _ = _one(ingestion, "AWS::SNS::Topic", "PostIngestTopic")
+    _, function = _one(ingestion, "AWS::Lambda::Function", "ItemLoadFunction")
+    # THEN ItemLoad is told the topic, may publish to it, and the output names it
+    variables = function["Properties"]["Environment"]["Variables"]
+    assert variables["POST_INGEST_TOPIC_ARN"] == {"Ref": topic_id}
+    assert any(
+        "sns:Publish" in _actions(s) and s["Resource"] == {"Ref": topic_id}
+        for s in _statements(ingestion, "ItemLoadFunctionRole")
+    )
+    assert ingestion["Outputs"]["PostIngestTopicArn"]["Value"] == {"Ref": topic_id}
+    # AND the topic refuses publishes that are not over TLS (as the stage topics do)
+    policies = _resources(ingestion, "AWS::SNS::TopicPolicy").values()
+    assert any(
+        {"Ref": topic_id} in p["Properties"]["Topics"]
+        and any(st["Effect"] == "Deny" for st in p["Properties"]["PolicyDocument"]["Statement"])
+        for p in policies
+    )
+
+
+def test_post_ingest_notifications_can_be_turned_off(tmp_path_factory, synth):
+    app = synth(
+        tmp_path_factory.mktemp("cdk-quiet"), item_load={"post_ingest_notifications": False}
+    )
+    template = app.templates["ingestion"]
+    assert not [k for k in _resources(template, "AWS::SNS::Topic") if k.startswith("PostIngest")]
+    _, function = _one(template, "AWS::Lambda::Function", "ItemLoadFunction")
+    assert "POST_INGEST_TOPIC_ARN" not in function["Properties"]["Environment"]["Variables"]
+    assert "PostIngestTopicArn" not in template["Outputs"]

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 import psycopg
 
@@ -32,6 +32,7 @@ from item_load import ledger
 from item_load.core import BatchLoader, paused_gc
 from item_load.fetch import local_fetcher
 from item_load.messages import BatchReader, Document, parse_message
+from item_load.notify import Change, ndjson
 from item_load.schema import ensure_schema
 from stactools_ingest.failures import Failure, failure_of, label
 from stactools_ingest.inputs import InputProblem, InputRecord, classify, message_id
@@ -69,6 +70,7 @@ class LoadTally:
     items: int = 0
     collections: int = 0
     deleted: int = 0
+    changes: list[Change] = field(default_factory=list)  # for ``run --events``
 
     def merge(self, other: LoadTally) -> LoadTally:
         return LoadTally(
@@ -76,6 +78,7 @@ class LoadTally:
             self.items + other.items,
             self.collections + other.collections,
             self.deleted + other.deleted,
+            self.changes + other.changes,
         )
 
 
@@ -215,6 +218,7 @@ class LocalPipeline:
         runner: Runner | None = None,
         create_collections_if_missing: bool = False,
         outage_patience: float = 300.0,
+        events: BinaryIO | None = None,
     ) -> None:
         self.dsn = dsn
         self.gen_workers = gen_workers
@@ -230,6 +234,9 @@ class LocalPipeline:
         self.runner = runner or runner_for(self.gen_settings)
         self.create_collections_if_missing = create_collections_if_missing
         self.outage_patience = outage_patience
+        self.events = events
+        """Where post-ingest notifications go as NDJSON (``run --events``), once committed."""
+        self._events_lock = threading.Lock()
         self.counters = Counters()
         self._loaders: weakref.WeakKeyDictionary[psycopg.Connection, BatchLoader] = (
             weakref.WeakKeyDictionary()
@@ -376,6 +383,7 @@ class LocalPipeline:
         tally = session.call(attempt)
         if tally is None:
             return as_queued(batch)
+        self._announce(tally.changes)
         self.counters.add(items_loaded=tally.items, collections_loaded=tally.collections)
         return []
 
@@ -524,6 +532,7 @@ class LocalPipeline:
             return tally, verdicts
 
         tally, verdicts = session.call(settle)
+        self._announce(tally.changes)
         for msg, failure, dead in verdicts:
             self._report_failure(msg, failure, dead, "load_failed")
         self.counters.add(
@@ -532,11 +541,20 @@ class LocalPipeline:
             items_deleted=tally.deleted,
         )
 
+    def _announce(self, changes: list[Change]) -> None:
+        """Append committed changes to the events file (both loading threads write it)."""
+        if self.events is not None and changes:
+            with self._events_lock:
+                self.events.write(ndjson(changes))
+                self.events.flush()
+
     def _loader(self, conn: psycopg.Connection) -> BatchLoader:
         """One BatchLoader per connection (it checks the pgstac version once)."""
         loader = self._loaders.get(conn)
         if loader is None:
-            loader = self._loaders[conn] = BatchLoader(conn, self.create_collections_if_missing)
+            loader = self._loaders[conn] = BatchLoader(
+                conn, self.create_collections_if_missing, notify=self.events is not None
+            )
         return loader
 
     def _load_isolated(
@@ -583,6 +601,7 @@ class LocalPipeline:
             items=outcome.items_loaded,
             collections=outcome.collections_loaded,
             deleted=outcome.items_deleted,
+            changes=outcome.changes,
         )
 
     def _guard(self, target: Callable[[], None]) -> Callable[[], None]:

@@ -28,6 +28,7 @@ from item_load.db import ConnectionPgstacDB, fails_batch, is_permanent, retrying
 from item_load.errors import DatabaseUnavailable, InvalidCollection, InvalidItem
 from item_load.errors import label as _label
 from item_load.messages import Document, is_collection
+from item_load.notify import Change
 from item_load.rows import partition_name
 from item_load.schema import ensure_schema
 from item_load.upsert import CollectionWriter, Entry, bisect_load, error_text
@@ -65,6 +66,8 @@ class LoadOutcome:
     collections_loaded: int = 0
     superseded: int = 0
     items_deleted: int = 0
+    changes: list[Change] = field(default_factory=list)
+    """Items created or changed, for post-ingest notifications (when the loader collects them)."""
     # Why each failed document failed, by id(document): a message may carry many documents.
     document_failures: dict[int, str] = field(default_factory=dict, repr=False)
 
@@ -219,12 +222,14 @@ class BatchLoader:
         stats_interval: float = 60.0,
         toast_compression: str = "lz4",
         record_ledger: bool = True,
+        notify: bool = False,
     ):
         self.conn = conn
         self.create_collections_if_missing = create_collections_if_missing
         self.loader = Loader(ConnectionPgstacDB(conn))
         self.writer = CollectionWriter(conn, self.loader, stats_interval, toast_compression)
         self.writer.ledger = record_ledger
+        self.writer.notify = notify
         if conn not in _version_checked:  # once per connection, not once per batch
             with translate_errors("checking the pgstac version"):
                 self.loader.check_version()
@@ -590,6 +595,7 @@ class BatchLoader:
         and collection once its row is staged (``Document.release_body``).
         """
         outcome = LoadOutcome()
+        self.writer.changes = []  # what earlier, interrupted loads left is theirs to report
         reports = [d for d in docs if is_status_report(d.body)]
         collections = [d for d in docs if is_collection(d.body)]
         deletes = [d for d in docs if d.body.get("type") == "Delete"]
@@ -621,6 +627,7 @@ class BatchLoader:
                     outcome.fail(
                         doc, f"unexpected error ({type(e).__name__}: {error_text(e)})", False
                     )
+        outcome.changes, self.writer.changes = self.writer.changes, []
         return outcome
 
 

@@ -21,6 +21,7 @@ from item_load.errors import DatabaseUnavailable
 from item_load.fetch import HrefFetcher, HrefPolicy
 from item_load.maintenance import is_maintenance, prune_ledger, refresh_skipped_stats
 from item_load.messages import BatchReader, Document, Parsed, parse_message
+from item_load.notify import SnsNotifier
 from item_load.processor import BulkLoadProcessor
 from item_load.settings import LoadSettings
 
@@ -40,6 +41,9 @@ processor = BulkLoadProcessor(
     toast_compression=settings.toast_compression,
     record_ledger=settings.ledger,
     max_receives=settings.max_receives,
+    notifier=SnsNotifier(settings.post_ingest_topic_arn)
+    if settings.post_ingest_topic_arn
+    else None,
 )
 
 

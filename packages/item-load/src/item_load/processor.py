@@ -22,6 +22,7 @@ from item_load.core import BatchLoader, LoadOutcome
 from item_load.db import ConnectionCache, is_outage
 from item_load.errors import DatabaseUnavailable
 from item_load.messages import Document
+from item_load.notify import Change, SnsNotifier
 
 
 class RecordRejected(IngestError):
@@ -42,6 +43,7 @@ class BulkLoadProcessor(DeadLetteringProcessor):
         toast_compression: str = "lz4",
         record_ledger: bool = True,
         max_receives: int | None = None,
+        notifier: SnsNotifier | None = None,
     ) -> None:
         super().__init__(dead_letters or DeadLetterQueue(None, LOAD_STAGE), logger)
         self.connections = connections
@@ -50,6 +52,7 @@ class BulkLoadProcessor(DeadLetteringProcessor):
         self.toast_compression = toast_compression
         self.record_ledger = record_ledger
         self.max_receives = max_receives
+        self.notifier = notifier
         self.metrics = metrics
         self._parsed: list[tuple[dict[str, Any], list[Document]]] = []
         self.batch_loader: BatchLoader | None = None
@@ -64,6 +67,7 @@ class BulkLoadProcessor(DeadLetteringProcessor):
             )
         self.batch_loader.create_collections_if_missing = self.create_collections_if_missing
         self.batch_loader.record_ledger = self.record_ledger
+        self.batch_loader.writer.notify = self.notifier is not None
         self.batch_loader.writer.stats_interval = self.stats_interval
         self.batch_loader.writer.toast_compression = self.toast_compression
         return self.batch_loader
@@ -98,6 +102,15 @@ class BulkLoadProcessor(DeadLetteringProcessor):
             super().failure_handler(
                 SQSRecord(record), (RecordRejected, RecordRejected(reason), None)
             )
+
+    def _notify(self, changes: list[Change]) -> None:
+        """Publish post-ingest notifications for what committed; failures are only counted."""
+        if self.notifier is None or not changes:
+            return
+        published, failed = self.notifier.send(changes)
+        if self.metrics is not None:
+            self.metrics.add_metric("PostIngestPublished", MetricUnit.Count, published)
+            self.metrics.add_metric("PostIngestFailed", MetricUnit.Count, failed)
 
     def _record_failures(self) -> None:
         """Write the batch's failures to the ledger, after SQS and the DLQ have them.
@@ -136,6 +149,11 @@ class BulkLoadProcessor(DeadLetteringProcessor):
             outcome = self._loader().load(docs) if docs else LoadOutcome()
         except DatabaseUnavailable as e:
             # Nothing here is known to be committed for sure: let SQS deliver every record again.
+            # (What the writer saw commit before the outage is announced: a redelivery finds
+            # those items unchanged and would say nothing.)
+            if self.batch_loader is not None:
+                self._notify(self.batch_loader.writer.changes)
+                self.batch_loader.writer.changes = []
             self.connections.discard()
             self.batch_loader = None
             self.log.error(
@@ -155,6 +173,7 @@ class BulkLoadProcessor(DeadLetteringProcessor):
             for record, failure in rejected:
                 if failure.permanent:
                     self.dead_letter(record, failure.reason)
+        self._notify(outcome.changes)
         self._parsed = []  # free the batch's documents now, not at the next invocation
         super()._clean()  # dead-letters, then reports what is left to SQS
         if self.record_ledger and self.failed_records:

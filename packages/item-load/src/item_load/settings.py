@@ -73,6 +73,9 @@ class LoadSettings(BaseSettings):
     dead_letter_queue_url: str | None = None
     """The stage's DLQ: records that can never succeed are sent there at once (body unchanged,
     attributes ``error`` and ``stage``); unset, they are retried by SQS until its redrive."""
+    post_ingest_topic_arn: str | None = None
+    """After a load commits, one message per item it created or changed goes to this topic
+    (``item_load.notify``); unset, none."""
     ledger: bool = True
     """Record each request's state in ``stactools_ingest.ledger`` (``stactools-ingest status``)."""
     ledger_retention_days: int = Field(30, ge=1, le=3650)

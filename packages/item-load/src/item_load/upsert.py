@@ -31,6 +31,7 @@ from ingest_common.ledger import LOAD_STAGE, SUPERSEDED
 from item_load import ledger
 from item_load.db import fails_batch, is_outage, is_retryable
 from item_load.messages import Document
+from item_load.notify import CREATED, UPDATED, Change
 from item_load.rows import CollectionJson, format_row
 from item_load.validation import Span
 
@@ -224,6 +225,22 @@ def refresh_stale_partitions(conn: psycopg.Connection, older_than: float) -> lis
     return [p for p, c in rows if refresh_partition(conn, c, p)]
 
 
+def _changes(
+    collection: str, staged: Sequence[Entry], changed: dict[str, bool]
+) -> Iterator[Change]:
+    """The post-ingest notifications of a committed write, in the batch's order."""
+    for e in staged:
+        created = changed.get(e.doc.body["id"])
+        if created is not None:
+            yield Change(
+                CREATED if created else UPDATED,
+                collection,
+                e.doc.body["id"],
+                e.doc.request_id,
+                e.span.lower.isoformat().replace("+00:00", "Z"),
+            )
+
+
 def _superseded_entries(
     collection: str, superseded: Sequence[Entry]
 ) -> Iterator[ledger.LedgerEntry]:
@@ -250,6 +267,9 @@ class CollectionWriter:
         self.stats_interval = stats_interval
         self.toast_compression = toast_compression
         self.ledger = True  # record each request's items as loaded, with the rows
+        self.notify = False  # collect what each write created or changed (``changes``)
+        self.changes: list[Change] = []
+        """Items committed writes created or changed, for post-ingest notifications."""
         self._supported: dict[str, bool] = {}
 
     def write(
@@ -275,6 +295,7 @@ class CollectionWriter:
         entries = sorted(entries, key=lambda e: e.partition)
         widened, ready = self._prepare_partitions(collection, entries)
         due: list[tuple[str, bool]] = []
+        changed: dict[str, bool] = {}  # id -> created, of the rows this write changed
         with self.conn.transaction():
             self._lock(collection, self._toast_method())
             for seq, entry in enumerate(entries):
@@ -291,14 +312,18 @@ class CollectionWriter:
                 # another loader's stats refresh narrow the constraints since, the upsert
                 # raises a check violation and the whole write is retried.)
                 covered = name in ready
-                bad = self._upsert_partition(collection, name, group, Bounds.of(group), covered)
+                bad = self._upsert_partition(
+                    collection, name, group, Bounds.of(group), covered, changed
+                )
                 failed += bad
                 if len(bad) < len(group):
                     due.append((name, name in widened or not covered))
             refused = {id(entry) for entry, _ in failed}
             landed = [e for e in staged if id(e) not in refused]
             if coll_json[2] is not None:  # partitioned by time: an item may have moved
-                self._delete_moved(collection, landed)
+                for moved in self._delete_moved(collection, landed):
+                    if moved in changed:
+                        changed[moved] = False  # a new row in its new partition: an update
             self._record_applied(collection, [e for e in staged if id(e) in refused])
             if self.ledger:
                 refused_seqs = [e.seq for e in staged if id(e) in refused]
@@ -307,6 +332,8 @@ class CollectionWriter:
                 ledger.record(self.conn, _superseded_entries(collection, superseded))
             refresh = [name for name, force in due if force or self._due(name)]
             self._mark_stale(collection, [name for name, _ in due if name not in refresh])
+        if changed:  # committed: these are changes now
+            self.changes.extend(_changes(collection, staged, changed))
         for name in refresh:
             self._refresh_stats(collection, name)
         return failed
@@ -538,7 +565,13 @@ class CollectionWriter:
         )
 
     def _upsert_partition(
-        self, collection: str, name: str, group: list[Entry], bounds: Bounds, covered: bool
+        self,
+        collection: str,
+        name: str,
+        group: list[Entry],
+        bounds: Bounds,
+        covered: bool,
+        changed: dict[str, bool],
     ) -> list[tuple[Entry, Exception]]:
         """pypgstac's upsert from the staging table; on failure, bisect by staged row ranges.
 
@@ -567,8 +600,11 @@ class CollectionWriter:
                 content = EXCLUDED.content,
                 private = EXCLUDED.private
             WHERE t IS DISTINCT FROM EXCLUDED
+            {returning}
             """
         ).format(
+            # xmax is 0 in a row version an INSERT made, and set in one an UPDATE made
+            returning=sql.SQL("RETURNING id, xmax = 0" if self.notify else ""),
             partition=sql.Identifier(name),
             columns=sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)),
             staging=sql.Identifier(STAGING_TABLE),
@@ -580,7 +616,10 @@ class CollectionWriter:
                 if not widened:
                     self._check_partition(collection, Bounds.of(rows))
                 self.conn.execute(lock)
-                self.conn.execute(upsert, (rows[0].seq, rows[-1].seq))
+                cur = self.conn.execute(upsert, (rows[0].seq, rows[-1].seq))
+                if self.notify:
+                    # a later failure of this savepoint's transaction discards them with it
+                    changed.update(cur.fetchall())
 
         return bisect_load(group, load)
 
@@ -625,18 +664,20 @@ class CollectionWriter:
             _stats_refreshed[self._stats_key(partition)] = time.monotonic()
         return refreshed
 
-    def _delete_moved(self, collection: str, loaded: Sequence[Entry]) -> None:
+    def _delete_moved(self, collection: str, loaded: Sequence[Entry]) -> list[str]:
         """Remove older copies of items whose datetime moved them to another partition.
 
         Upsert replaces an item within its partition; a copy in another partition is only found
         by id, and differs in datetime from the row just loaded.
         """
         if not loaded:
-            return
-        self.conn.execute(
+            return []
+        rows = self.conn.execute(
             """
             DELETE FROM items i USING unnest(%s::text[], %s::timestamptz[]) AS n(id, dt)
             WHERE i.collection = %s AND i.id = n.id AND i.datetime <> n.dt
+            RETURNING i.id
             """,
             ([e.doc.body["id"] for e in loaded], [e.span.lower for e in loaded], collection),
-        )
+        ).fetchall()
+        return [r[0] for r in rows]

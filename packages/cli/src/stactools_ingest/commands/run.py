@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -83,6 +84,13 @@ def _print_summary(summary: RunSummary, as_json: bool) -> None:
     is_flag=True,
     help="Create placeholder collections for items of unknown collections.",
 )
+@click.option(
+    "--events",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Append one JSON line per item created or changed, once committed (the post-ingest "
+    'notification: {"action": "created"|"updated", "collection", "id", "request_id", '
+    '"datetime"}).',
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def run(
@@ -94,6 +102,7 @@ def run(
     visibility_timeout: float,
     request_timeout: float | None,
     create_collections: bool,
+    events: str | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -107,16 +116,19 @@ def run(
     gen_settings = GenSettings()
     if request_timeout is not None:
         gen_settings.request_timeout_seconds = request_timeout
-    pipeline = LocalPipeline(
-        resolve_dsn(dsn),
-        gen_workers=workers,
-        batch_size=batch_size,
-        visibility_timeout=visibility_timeout,
-        max_receives=max_receives,
-        gen_settings=gen_settings,
-        create_collections_if_missing=create_collections,
-    )
-    run_locally(pipeline, read_inputs(list(files)), as_json=as_json, quiet=quiet)
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(open(events, "ab")) if events else None
+        pipeline = LocalPipeline(
+            resolve_dsn(dsn),
+            gen_workers=workers,
+            batch_size=batch_size,
+            visibility_timeout=visibility_timeout,
+            max_receives=max_receives,
+            gen_settings=gen_settings,
+            create_collections_if_missing=create_collections,
+            events=sink,
+        )
+        run_locally(pipeline, read_inputs(list(files)), as_json=as_json, quiet=quiet)
 
 
 def run_locally(
