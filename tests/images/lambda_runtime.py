@@ -62,7 +62,9 @@ def main() -> None:
                 "responses": responses,
                 "seconds": seconds,
                 "start_seconds": ready - started,
-                "published": published,
+                # the ledger's status reports apart from the documents
+                "published": [m for m in published if m.get("type") != "stactools_ingest:status"],
+                "reports": [m for m in published if m.get("type") == "stactools_ingest:status"],
                 "restored_bytes": int(restored.stdout.split()[0])
                 if restored.returncode == 0
                 else 0,

@@ -60,6 +60,7 @@ def test_a_prebaked_request_publishes_its_item_with_no_network(prebaked, tiles, 
     assert result["response"] == {"batchItemFailures": []}, result["logs"]
     assert [doc["id"] for doc in result["published"]] == ["2020_50N_010E"]
     assert result["published"][0]["assets"]["data"]["href"] == "/data/2020/50N_010E.tif"
+    assert [(r["state"], r["generated"]) for r in result["reports"]] == [("generated", 1)]
 
 
 def test_the_restore_copies_little_and_links_the_environments(prebaked, tiles, tmp_path):

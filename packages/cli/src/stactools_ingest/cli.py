@@ -22,6 +22,7 @@ COMMANDS = {
     "prune": "stactools_ingest.commands.prune:prune",
     "crawl": "stactools_ingest.commands.crawl:crawl",
     "dataset": "stactools_ingest.commands.dataset:dataset",
+    "serve": "stactools_ingest.commands.serve:serve",
 }
 
 

@@ -17,12 +17,14 @@ from typing import Any, BinaryIO
 
 import psycopg
 
+from ingest_common.errors import PermanentError
 from ingest_common.ledger import (
     GEN_STAGE,
     GENERATED,
     LOAD_STAGE,
     QUEUED,
     clean_request_id,
+    is_status_report,
 )
 from item_gen.core import Runner, generate
 from item_gen.models import CollectionRequest, parse_request
@@ -31,9 +33,10 @@ from item_gen.warm import runner_for
 from item_load import ledger
 from item_load.core import BatchLoader, paused_gc
 from item_load.fetch import local_fetcher
-from item_load.messages import BatchReader, Document, parse_message
+from item_load.messages import BatchReader, Document, is_collection, parse_message
 from item_load.notify import Change, ndjson
 from item_load.schema import ensure_schema
+from item_load.validation import check_collection, check_item
 from stactools_ingest.failures import Failure, failure_of, label
 from stactools_ingest.inputs import InputProblem, InputRecord, classify, message_id
 from stactools_ingest.queue import GEN, LOAD, LocalQueues, Message
@@ -41,6 +44,32 @@ from stactools_ingest.session import Session, is_outage
 from stactools_ingest.target import connect
 
 logger = logging.getLogger(__name__)
+
+
+def _invalid_document(obj: Any) -> str | None:
+    """Why ItemLoad would refuse an item or collection (its own checks, no database), if it
+    would: a caller who can wait for an answer gets it now rather than from the ledger."""
+    if not isinstance(obj, dict):
+        return None
+    kind = obj.get("type")
+    docs = obj.get("features") if kind == "FeatureCollection" else [obj]
+    for doc in docs if isinstance(docs, list) else []:
+        try:
+            if is_collection(doc):
+                check_collection(doc)
+            elif isinstance(doc, dict) and doc.get("type") == "Feature":
+                check_item(doc)
+        except PermanentError as e:
+            return str(e)
+    return None
+
+
+class Unusable(ValueError):
+    """Objects ``LocalPipeline.submit`` refused: ``(position, reason)`` each."""
+
+    def __init__(self, problems: list[tuple[int, str]]) -> None:
+        super().__init__("; ".join(f"#{n}: {reason}" for n, reason in problems))
+        self.problems = problems
 
 
 @dataclass
@@ -616,6 +645,76 @@ class LocalPipeline:
 
     # -- the run -----------------------------------------------------------------------------
 
+    def start(self, monitor: Session) -> list[threading.Thread]:
+        """Release what a killed run leased, then start the workers (``stop`` ends them)."""
+        released = monitor.call(lambda q: q.release_orphans())
+        if released:
+            logger.info("released %d messages leased by a stopped run", released)
+        self._stop.clear()
+        threads = [
+            threading.Thread(target=self._guard(self._gen_worker), name=f"gen-{n}", daemon=True)
+            for n in range(self.gen_workers)
+        ]
+        threads.append(
+            threading.Thread(target=self._guard(self._load_worker), name="load", daemon=True)
+        )
+        for t in threads:
+            t.start()
+        return threads
+
+    @property
+    def errors(self) -> list[BaseException]:
+        """What stopped the workers, if anything did (they all stop at the first)."""
+        return list(self._errors)
+
+    def stop(self, threads: Sequence[threading.Thread]) -> None:
+        """Stop the workers ``start`` started; each finishes what it holds first."""
+        self._stop.set()
+        for t in threads:
+            t.join()
+
+    def submit(self, objs: Sequence[Any], source: str) -> list[str]:
+        """Queue requests and documents for the running workers; their request ids, in order.
+
+        All or nothing: when any object is unusable, nothing is queued and ``Unusable`` names
+        each problem by its position. An object already queued or done is not queued again; it
+        answers with the same id (ids come from content, or the request's ``request_id``).
+        """
+        problems: list[tuple[int, str]] = []
+        rows: list[tuple] = []
+        ids: list[str] = []
+        for n, obj in enumerate(objs):
+            if is_status_report(obj):
+                problems.append((n, "status reports are the stages' own messages"))
+                continue
+            kind = classify(InputRecord(f"{source}#{n}", obj))
+            if isinstance(kind, InputProblem):
+                problems.append((n, kind.reason))
+                continue
+            if (why := _invalid_document(obj)) is not None:
+                problems.append((n, why))
+                continue
+            queue, priority = kind
+            mid = message_id(obj)
+            given = clean_request_id(obj.get("request_id")) if queue == GEN else None
+            rows.append((queue, mid, obj, f"{source}#{n}", priority, None, given))
+            ids.append(given or mid)
+        if problems:
+            raise Unusable(problems)
+
+        def send(q: LocalQueues) -> None:
+            with q.conn.transaction():
+                q.send_many(rows)
+                ledger.record(q.conn, _queued(rows))
+
+        if rows:
+            session = self.session()
+            try:
+                session.call(send)
+            finally:
+                session.close()
+        return ids
+
     def run(
         self,
         enqueued: Enqueued | None = None,
@@ -638,19 +737,8 @@ class LocalPipeline:
             return pending
 
         monitor = self.session()
-        released = monitor.call(lambda q: q.release_orphans())
-        if released:
-            logger.info("released %d messages leased by a stopped run", released)
         enqueued.include(monitor.call(lambda q: q.queued()))
-        threads = [
-            threading.Thread(target=self._guard(self._gen_worker), name=f"gen-{n}", daemon=True)
-            for n in range(self.gen_workers)
-        ]
-        threads.append(
-            threading.Thread(target=self._guard(self._load_worker), name="load", daemon=True)
-        )
-        for t in threads:
-            t.start()
+        threads = self.start(monitor)
         try:
             if records is not None:
                 self._load_direct = True
@@ -671,9 +759,7 @@ class LocalPipeline:
                     break
                 self._stop.wait(0.25)
         finally:
-            self._stop.set()
-            for t in threads:
-                t.join()
+            self.stop(threads)
         if self._errors:
             monitor.close()
             raise self._errors[0]

@@ -611,17 +611,28 @@ class LocalQueues:
         ).fetchall()
         return _dead_letter(rows[0]) if len(rows) == 1 else None
 
-    def redrive(self, ids: Sequence[str] | None = None, queue: str | None = None) -> int:
+    def redrive(
+        self,
+        ids: Sequence[str] | None = None,
+        queue: str | None = None,
+        request_id: str | None = None,
+    ) -> int:
         """Put dead letters back with a fresh receive count: those named by ``ids`` (all when
-        None), of ``queue`` only when given."""
-        cur = self._sql(
-            """
-            UPDATE stactools_ingest.messages
-            SET state = 'ready', receive_count = 0, visible_at = now(), lease_owner = NULL,
-                lease = NULL, updated_at = now()
-            WHERE state = 'dead' AND (%s::text[] IS NULL OR id = ANY(%s))
-                AND (%s::text IS NULL OR queue = %s)
-            """,
-            (ids, ids, queue, queue),
-        )
-        return cur.rowcount
+        None), of ``queue`` only when given, of request ``request_id`` only when given. Their
+        requests are ``queued`` again in the ledger."""
+        with self.conn.transaction():
+            rows = self._sql(
+                """
+                UPDATE stactools_ingest.messages
+                SET state = 'ready', receive_count = 0, visible_at = now(), lease_owner = NULL,
+                    lease = NULL, updated_at = now()
+                WHERE state = 'dead' AND (%s::text[] IS NULL OR id = ANY(%s))
+                    AND (%s::text IS NULL OR queue = %s)
+                    AND (%s::text IS NULL OR coalesce(request_id, id) = %s)
+                RETURNING coalesce(request_id, id)
+                """,
+                (ids, ids, queue, queue, request_id, request_id),
+            ).fetchall()
+            if rows and to_regclass(self.conn, "stactools_ingest.ledger"):
+                ledger.requeue(self.conn, [r for (r,) in rows])
+        return len(rows)

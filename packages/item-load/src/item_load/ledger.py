@@ -207,6 +207,44 @@ def record_staged(
     )
 
 
+def requeue(conn: psycopg.Connection, request_ids: Sequence[str]) -> None:
+    """Mark requests ``queued`` again, whatever they were: a person redrove them. Their last
+    error goes (the next attempt gives its own)."""
+    conn.execute(
+        """
+        UPDATE stactools_ingest.ledger
+        SET state = 'queued', error = NULL, updated_at = now()
+        WHERE request_id = ANY(%s)
+        """,
+        (list(request_ids),),
+    )
+
+
+def loaded_over_time(
+    conn: psycopg.Connection, since: datetime, buckets: int = 24
+) -> list[tuple[datetime, int]]:
+    """Items loaded per time bucket from ``since`` to now (the status page's chart): each
+    bucket's start and the items of requests that became ``loaded`` in it."""
+    rows = conn.execute(
+        """
+        WITH bounds AS (
+            SELECT extract(epoch FROM %(since)s::timestamptz) AS lo,
+                   extract(epoch FROM now()) + 1 AS hi
+        )
+        SELECT width_bucket(extract(epoch FROM updated_at), lo, hi, %(n)s) AS b,
+            sum(jsonb_array_length(items))
+        FROM stactools_ingest.ledger, bounds
+        WHERE state = 'loaded' AND updated_at >= %(since)s
+        GROUP BY b
+        """,
+        {"since": since, "n": buckets},
+    ).fetchall()
+    counts = {int(b): int(n) for b, n in rows}
+    now = conn.execute("SELECT now()").fetchone()[0]
+    step = (now - since) / buckets
+    return [(since + step * k, counts.get(k + 1, 0)) for k in range(buckets)]
+
+
 # -- reading -----------------------------------------------------------------------------------
 
 _COLUMNS = (

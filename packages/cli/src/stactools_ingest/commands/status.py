@@ -7,8 +7,7 @@ or the PG* variables. ``--stack NAME`` alone shows a deployment's queue depths.
 from __future__ import annotations
 
 import json
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import click
@@ -18,11 +17,9 @@ from rich.table import Table
 from ingest_common.errors import IngestError
 from ingest_common.ledger import STATES
 from item_load import ledger
+from stactools_ingest.ages import parse_since
 from stactools_ingest.aws_stack import STACK_HELP
 from stactools_ingest.target import connect, resolve_dsn
-
-_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 class UnknownRequest(IngestError):
@@ -31,21 +28,12 @@ class UnknownRequest(IngestError):
     exit_code = 1
 
 
-def parse_since(value: str, now: datetime | None = None) -> datetime:
-    """``30s``, ``15m``, ``1h``, ``2d``, ``1w`` ago, or an RFC 3339 instant (UTC if no offset)."""
-    now = now or datetime.now(UTC)
-    if match := _AGE.match(value):
-        try:
-            return now - timedelta(**{_UNITS[match[2]]: float(match[1])})
-        except (OverflowError, ValueError):
-            raise click.BadParameter("that is longer ago than a date can say") from None
+def since_option(value: str) -> datetime:
+    """``--since``'s value as an instant, or a usage error saying what is expected."""
     try:
-        instant = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(
-            "expected an age (30s, 15m, 1h, 2d, 1w) or a date-time (2026-12-07T10:00:00Z)"
-        ) from None
-    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+        return parse_since(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="'--since'") from None
 
 
 def _items_text(row: dict[str, Any]) -> str:
@@ -134,7 +122,7 @@ def status(
 
         queue_depths(stack_name, as_json)
         return
-    since_at = parse_since(since) if since else None
+    since_at = since_option(since) if since else None
     with connect(resolve_dsn(dsn, start_embedded=False)) as conn:
         has_ledger = ledger.exists(conn)
         if request_id is not None:
