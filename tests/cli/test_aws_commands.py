@@ -422,3 +422,46 @@ def test_a_document_over_sns_limit_travels_through_the_payload_bucket(
             "SELECT length(content->'properties'->>'notes') FROM items WHERE id = 'big'"
         ).fetchone()
     assert notes == (300_000,)
+
+
+def test_a_submission_is_one_id_the_ledger_counts_by(deployed, tmp_path, pgstac):
+    from factories import LambdaContext, sqs_event, sqs_record
+
+    from item_load import handler as load_handler
+
+    # GIVEN a collection and three items, one of them without a datetime (ItemLoad refuses it)
+    undated = {**item("i2", "glad"), "properties": {}}
+    docs = [collection("glad"), item("i0", "glad"), item("i1", "glad"), undated]
+    path = write_lines(tmp_path / "docs.ndjson", [json.dumps(d) for d in docs])
+    # WHEN submitted, the summary names the submission
+    result = invoke(SUBMIT, [str(path), "--stack", STACK, "--json"])
+    assert result.exit_code == 0, result.output
+    submission = json.loads(result.stdout)["submission_id"]
+    assert submission.startswith("sub-")
+    # AND every message carries it, as SNS delivers it to ItemLoad's queue
+    bodies = deployed.drain("load")
+    attributes = [json.loads(b)["MessageAttributes"]["submission_id"]["Value"] for b in bodies]
+    assert attributes == [submission] * 4
+    # WHEN ItemLoad takes them
+    load_handler.connections.discard()
+    try:
+        load_handler.handler(sqs_event([sqs_record(b) for b in bodies]), LambdaContext())
+    finally:
+        load_handler.connections.discard()
+    # THEN status --submission counts the whole submission by state
+    asked = invoke(STATUS, ["--submission", submission, "--dsn", pgstac.dsn, "--json"])
+    assert asked.exit_code == 0, asked.output
+    counts = json.loads(asked.stdout)["counts"]
+    assert (counts["loaded"], counts["failed"]) == (3, 1)
+    other = invoke(STATUS, ["--submission", "sub-other", "--dsn", pgstac.dsn, "--json"])
+    assert sum(json.loads(other.stdout)["counts"].values()) == 0
+
+
+def test_a_resumed_backfill_keeps_its_submission(deployed, tmp_path):
+    hrefs = write_lines(tmp_path / "hrefs.txt", [f"s3://b/{n}.tif" for n in range(3)])
+    args = [str(hrefs), "--stack", STACK, "--package", "stactools-x", "--group", "x", "--json"]
+    first = invoke(INVENTORY, args)
+    assert first.exit_code == 0, first.output
+    checkpoints = list((tmp_path / "home" / "checkpoints").glob("*.json"))
+    [saved] = [json.loads(c.read_text()) for c in checkpoints]
+    assert saved["submission_id"] == json.loads(first.stdout)["submission_id"]

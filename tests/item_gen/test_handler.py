@@ -215,7 +215,7 @@ def test_a_request_id_travels_with_the_item_and_the_ledger_follows_it(load_topic
     tif = glad_tiles(tmp_path)[0]
     request = {**glad_item_request(tif, tmp_path), "request_id": "tile-2020-50N-010E"}
     records = [sqs_record(sns_envelope(glad_collection_request(), message_id="coll-msg"))]
-    records.append(sqs_record(sns_envelope(request)))
+    records.append(sqs_record(sns_envelope(request, attributes={"submission_id": "sub-7"})))
     # WHEN ItemGen handles them
     assert failed_ids(run_gen(records)) == set()
     delivered = load_topic.received()
@@ -226,6 +226,8 @@ def test_a_request_id_travels_with_the_item_and_the_ledger_follows_it(load_topic
         by_type.setdefault(json.loads(envelope["Message"])["type"], []).append(envelope)
     [item_envelope] = by_type["Feature"]
     assert item_envelope["MessageAttributes"]["request_id"]["Value"] == "tile-2020-50N-010E"
+    # (and the submission it came in, so `status --submission` counts it)
+    assert item_envelope["MessageAttributes"]["submission_id"]["Value"] == "sub-7"
     # and ItemGen reported both requests generated; until ItemLoad runs, that is their state
     reports = [json.loads(e["Message"]) for e in by_type["stactools_ingest:status"]]
     assert sorted(r["request_id"] for r in reports) == ["coll-msg", "tile-2020-50N-010E"]
@@ -239,7 +241,7 @@ def test_a_request_id_travels_with_the_item_and_the_ledger_follows_it(load_topic
     with pgstac.connect() as conn:
         got = ledger.get(conn, "tile-2020-50N-010E")
         coll = ledger.get(conn, "coll-msg")
-    assert (got["state"], got["generated"]) == ("loaded", 1)
+    assert (got["state"], got["generated"], got["submission_id"]) == ("loaded", 1, "sub-7")
     assert got["items"] == [{"collection": GLAD_COLLECTION, "id": "2020_50N_010E"}]
     assert (coll["state"], coll["collection"]) == ("loaded", GLAD_COLLECTION)
 

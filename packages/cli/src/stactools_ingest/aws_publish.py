@@ -113,6 +113,7 @@ class PublishSummary:
     failed: int = 0
     seconds: float = 0.0
     errors: list[dict[str, str]] = field(default_factory=list)
+    submission_id: str | None = None
 
     @property
     def rate(self) -> float:
@@ -127,6 +128,7 @@ class PublishSummary:
             "seconds": round(self.seconds, 3),
             "rate": round(self.rate, 1),
             "errors": self.errors,
+            "submission_id": self.submission_id,
         }
 
 
@@ -164,8 +166,14 @@ class BatchPublisher:
         on_progress: Callable[[PublishSummary], None] | None = None,
         workers: int = 1,
         on_settled: Callable[[Any], None] | None = None,
+        attributes: dict[str, str] | None = None,
     ) -> None:
         self.sns = sns
+        # String message attributes every message carries (the submission id).
+        self.attributes = {
+            name: {"DataType": "String", "StringValue": value}
+            for name, value in (attributes or {}).items()
+        }
         self.on_settled = on_settled
         self.max_attempts = max_attempts
         self.base_delay = base_delay
@@ -262,7 +270,8 @@ class BatchPublisher:
                 response = self.sns.publish_batch(
                     TopicArn=topic_arn,
                     PublishBatchRequestEntries=[
-                        {"Id": str(i), "Message": p.message} for i, p in pending.items()
+                        {"Id": str(i), "Message": p.message, "MessageAttributes": self.attributes}
+                        for i, p in pending.items()
                     ],
                 )
             except ClientError as e:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ingest_common.errors import IngestError
+from ingest_common.ledger import new_submission_id
 from stactools_ingest.target import locate_home
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ class Checkpoint:
         self.identity = identity
         self.done = 0
         self.finished = False
+        # One submission however often the backfill is resumed (``status --submission``).
+        self.submission_id = new_submission_id()
         self.prefix = hashlib.sha256().hexdigest()  # of no keys
         self._hash = hashlib.sha256()
         self._settled: dict[int, str] = {}
@@ -75,6 +78,7 @@ class Checkpoint:
             self.done = int(saved.get("done", 0))
             self.finished = bool(saved.get("finished", False))
             self.prefix = str(saved.get("prefix", ""))
+            self.submission_id = str(saved.get("submission_id") or self.submission_id)
 
     def verify(self, rows: Iterator[Row]) -> None:
         """Take the source's first ``done`` rows from ``rows`` and check they are those the
@@ -125,6 +129,7 @@ class Checkpoint:
                     "done": self.done,
                     "prefix": self.prefix,
                     "finished": self.finished,
+                    "submission_id": self.submission_id,
                 }
             )
         )

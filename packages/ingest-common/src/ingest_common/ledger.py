@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from typing import Any
 
 REQUEST_ID_ATTRIBUTE = "request_id"
+SUBMISSION_ATTRIBUTE = "submission_id"
+"""Groups the messages one `submit`/`inventory`/`crawl` published: `status --submission ID`."""
 STATUS_TYPE = "stactools_ingest:status"
 """The ``type`` of a status report on the load topic (not STAC: never stored in pgstac)."""
 REQUEST_ID_MAX_CHARS = 256
@@ -33,6 +35,13 @@ QUEUED, GENERATED, LOADED, FAILED, DEAD_LETTERED, SUPERSEDED = (
 STATES = (QUEUED, GENERATED, LOADED, FAILED, DEAD_LETTERED, SUPERSEDED)
 REPORTED_STATES = frozenset({GENERATED, FAILED, DEAD_LETTERED})
 """What a status report may say: the states ItemGen decides."""
+
+
+def new_submission_id() -> str:
+    """A fresh submission id: what groups one command's messages in the ledger."""
+    import uuid
+
+    return f"sub-{uuid.uuid4().hex[:16]}"
 
 
 def attribute_value(attributes: Mapping[str, Any] | None, name: str) -> str | None:
@@ -65,6 +74,7 @@ def status_report(
     generated: int | None = None,
     collection: str | None = None,
     items: list[dict[str, str]] | None = None,
+    submission_id: str | None = None,
 ) -> dict[str, Any]:
     """The message ItemGen publishes on the load topic to record ``state`` for a request."""
     if state not in REPORTED_STATES:
@@ -81,6 +91,7 @@ def status_report(
         ("generated", generated),
         ("collection", collection),
         ("items", items),
+        ("submission_id", submission_id),
     ):
         if value is not None:
             report[key] = value
@@ -133,6 +144,29 @@ def record_request_id(record: Mapping[str, Any], read_own: bool = False) -> str:
         envelope.sns_attributes if envelope else None,
         record["messageId"],
         record.get("messageAttributes"),
+    )
+
+
+def submission_of(
+    sns_attributes: Mapping[str, Any] | None, sqs_attributes: Mapping[str, Any] | None
+) -> str | None:
+    """The submission a message belongs to (the ``submission_id`` attribute), if any."""
+    return clean_request_id(
+        attribute_value(sns_attributes, SUBMISSION_ATTRIBUTE)
+        or attribute_value(sqs_attributes, SUBMISSION_ATTRIBUTE)
+    )
+
+
+def record_submission(record: Mapping[str, Any]) -> str | None:
+    """The submission of a Lambda SQS record, whatever its body holds."""
+    from ingest_common.envelope import unwrap
+
+    try:
+        envelope = unwrap(record["body"])
+    except Exception:
+        envelope = None
+    return submission_of(
+        envelope.sns_attributes if envelope else None, record.get("messageAttributes")
     )
 
 

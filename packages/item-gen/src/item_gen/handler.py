@@ -15,7 +15,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ingest_common.dead_letter import DeadLetterQueue
 from ingest_common.envelope import unwrap
-from ingest_common.ledger import GEN_STAGE, GENERATED, receive_count, request_id_of, status_report
+from ingest_common.ledger import (
+    GEN_STAGE,
+    GENERATED,
+    receive_count,
+    request_id_of,
+    status_report,
+    submission_of,
+)
 from item_gen.core import generate
 from item_gen.models import parse_request
 from item_gen.publish import Publisher
@@ -62,6 +69,9 @@ def record_handler(record: SQSRecord) -> str:
             record.raw_event.get("messageAttributes"),
         )
         context["request_id"] = request_id
+        submission = submission_of(
+            envelope.sns_attributes, record.raw_event.get("messageAttributes")
+        )
         doc = generate(request, settings, runner_for(settings))
         report = None
         if settings.ledger:
@@ -72,8 +82,9 @@ def record_handler(record: SQSRecord) -> str:
                 generated=1,
                 attempts=receive_count(record.raw_event),
                 collection=doc.get("collection") if doc.get("type") == "Feature" else doc.get("id"),
+                submission_id=submission,
             )
-        message_id = publisher().publish(doc, request_id, report)
+        message_id = publisher().publish(doc, request_id, report, submission)
     except Exception as e:
         metrics.add_metric("RequestsFailed", MetricUnit.Count, 1)
         logger.warning("request failed", extra={**context, "reason": str(e)})

@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 from ingest_common.envelope import SNS_MAX_BYTES as SNS_LIMIT_BYTES
-from ingest_common.ledger import REQUEST_ID_ATTRIBUTE
+from ingest_common.ledger import REQUEST_ID_ATTRIBUTE, SUBMISSION_ATTRIBUTE
 from item_gen.errors import PayloadTooLarge, PublishFailed
 
 logger = logging.getLogger(__name__)
@@ -47,19 +47,29 @@ class Publisher:
             raise PublishFailed(f"could not store {what} in s3://{self.bucket}/{key}: {e}") from e
         return json.dumps({"href": f"s3://{self.bucket}/{key}"})
 
-    def publish(self, doc: dict, request_id: str | None = None, report: dict | None = None) -> str:
+    def publish(
+        self,
+        doc: dict,
+        request_id: str | None = None,
+        report: dict | None = None,
+        submission_id: str | None = None,
+    ) -> str:
         """Publish one document; returns the SNS message id.
 
-        ``request_id`` travels as the message attribute the load stage records the document
-        under. ``report`` (a status report for the ledger) goes in the same PublishBatch call;
-        it is best effort: a report SNS refuses is logged, the document's publish stands.
+        ``request_id`` (and ``submission_id``) travel as the message attributes the load stage
+        records the document under. ``report`` (a status report for the ledger) goes in the same
+        PublishBatch call; it is best effort: a report SNS refuses is logged, the document's
+        publish stands.
         """
         message = self.message_for(doc)
-        attributes = (
-            {REQUEST_ID_ATTRIBUTE: {"DataType": "String", "StringValue": request_id}}
-            if request_id
-            else {}
-        )
+        attributes = {
+            name: {"DataType": "String", "StringValue": value}
+            for name, value in (
+                (REQUEST_ID_ATTRIBUTE, request_id),
+                (SUBMISSION_ATTRIBUTE, submission_id),
+            )
+            if value
+        }
         entries = [{"Id": "doc", "Message": message, "MessageAttributes": attributes}]
         if report is not None:
             entries.append({"Id": "report", "Message": json.dumps(report, separators=(",", ":"))})

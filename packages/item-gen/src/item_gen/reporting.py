@@ -19,6 +19,7 @@ from ingest_common.ledger import (
     GEN_STAGE,
     receive_count,
     record_request_id,
+    record_submission,
     status_report,
 )
 from item_gen.publish import Publisher
@@ -44,6 +45,7 @@ def failure_report(
         stage=GEN_STAGE,
         error=reason[:4000],
         attempts=attempts,
+        submission_id=record_submission(record),
     )
 
 

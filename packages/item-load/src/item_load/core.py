@@ -22,7 +22,7 @@ import psycopg
 from pypgstac.load import Loader, Methods
 
 from ingest_common.collection_settings import PARTITION_TRUNC_KEY, PARTITION_TRUNCS
-from ingest_common.ledger import LOAD_STAGE, LOADED, SUPERSEDED, is_status_report
+from ingest_common.ledger import LOADED, SUPERSEDED, is_status_report
 from item_load import ledger
 from item_load.db import ConnectionPgstacDB, fails_batch, is_permanent, retrying, translate_errors
 from item_load.errors import DatabaseUnavailable, InvalidCollection, InvalidItem
@@ -295,12 +295,8 @@ class BatchLoader:
                 ledger.record(
                     self.conn,
                     (
-                        ledger.LedgerEntry(
-                            d.request_id,
-                            LOADED if d.body["id"] in claimed else SUPERSEDED,
-                            LOAD_STAGE,
-                            d.body["id"],
-                            attempts=d.attempts,
+                        ledger.for_document(
+                            d, LOADED if d.body["id"] in claimed else SUPERSEDED, d.body["id"]
                         )
                         for d in docs
                         if d.request_id is not None
@@ -519,18 +515,7 @@ class BatchLoader:
             touched[collection] |= partitions
             if self.record_ledger and doc.request_id is not None:
                 with self.conn.transaction():
-                    ledger.record(
-                        self.conn,
-                        [
-                            ledger.LedgerEntry(
-                                doc.request_id,
-                                LOADED,
-                                LOAD_STAGE,
-                                collection,
-                                attempts=doc.attempts,
-                            )
-                        ],
-                    )
+                    ledger.record(self.conn, [ledger.for_document(doc, LOADED, collection)])
             missing = [i for i in ids if i not in deleted]
             logger.log(
                 logging.INFO if collection in known else logging.WARNING,
@@ -565,6 +550,7 @@ class BatchLoader:
                 generated=d.body.get("generated"),
                 error=d.body.get("error"),
                 attempts=d.body.get("attempts") or 0,
+                submission_id=d.body.get("submission_id") or d.submission_id,
             )
             for d in docs
         ]

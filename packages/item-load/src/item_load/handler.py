@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ingest_common.dead_letter import DeadLetterQueue
 from ingest_common.envelope import unwrap
-from ingest_common.ledger import LOAD_STAGE, receive_count, request_id_of
+from ingest_common.ledger import LOAD_STAGE, receive_count, request_id_of, submission_of
 from item_load.core import paused_gc
 from item_load.db import ConnectionCache
 from item_load.errors import DatabaseUnavailable
@@ -62,7 +62,12 @@ def parse_record(message_id: str, record: dict[str, Any]) -> Parsed:
         record.get("messageAttributes"),
     )
     return parse_message(
-        envelope.message, message_id, envelope.sent_at, request_id, receive_count(record)
+        envelope.message,
+        message_id,
+        envelope.sent_at,
+        request_id,
+        receive_count(record),
+        submission_of(envelope.sns_attributes, record.get("messageAttributes")),
     )
 
 

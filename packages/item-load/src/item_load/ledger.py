@@ -33,6 +33,7 @@ from ingest_common.ledger import (
     QUEUED,
     SUPERSEDED,
 )
+from item_load.messages import Document
 
 ERROR_CHARS = 4000
 """A reason is cut to this many characters: enough for a cause, never a whole document."""
@@ -54,6 +55,19 @@ class LedgerEntry:
     submission_id: str | None = None
 
 
+def for_document(doc: Document, state: str, collection: str | None) -> LedgerEntry:
+    """What the load stage says about one document's request (no items: ``record_staged``
+    writes those of loaded items from the staging table)."""
+    return LedgerEntry(
+        doc.request_id or doc.message_id,
+        state,
+        LOAD_STAGE,
+        collection,
+        attempts=doc.attempts,
+        submission_id=doc.submission_id,
+    )
+
+
 def failure(
     request_id: str,
     stage: str,
@@ -62,6 +76,7 @@ def failure(
     dead: bool,
     attempts: int,
     max_receives: int | None = None,
+    submission_id: str | None = None,
 ) -> LedgerEntry:
     """A failed request: ``dead_lettered`` when the stage dead-lettered it, or when this was
     its last receive (the queue's redrive policy moves it to the DLQ); else ``failed``."""
@@ -72,7 +87,12 @@ def failure(
             "dead-letter queue)"
         )
     return LedgerEntry(
-        request_id, DEAD_LETTERED if dead else FAILED, stage, error=reason, attempts=attempts
+        request_id,
+        DEAD_LETTERED if dead else FAILED,
+        stage,
+        error=reason,
+        attempts=attempts,
+        submission_id=submission_id,
     )
 
 
@@ -128,10 +148,10 @@ _RECORD = (
 _RECORD_STAGED = (
     """
     INSERT INTO stactools_ingest.ledger AS l
-        (request_id, state, stage, collection, items, attempts)
+        (request_id, state, stage, collection, items, attempts, submission_id)
     SELECT request_id, 'loaded', %(stage)s, %(collection)s,
         jsonb_agg(jsonb_build_object('collection', collection, 'id', id) ORDER BY seq),
-        max(attempts)
+        max(attempts), max(submission_id)
     FROM {staging}
     WHERE request_id IS NOT NULL AND seq <> ALL(%(refused)s::integer[])
     GROUP BY request_id

@@ -46,6 +46,7 @@ class Document:
     body: dict[str, Any]
     request_id: str | None = None  # the ledger's key (ingest_common.ledger); None: unrecorded
     attempts: int = 0  # how often its message was received, this time included
+    submission_id: str | None = None  # the submission its message belongs to
 
     def release_body(self) -> None:
         """Keep only what failure reports name (type, id, collection) and drop the rest.
@@ -139,7 +140,7 @@ def check_status_report(obj: dict[str, Any], origin: str) -> None:
             f"{origin} is a status report whose 'state' is not one of "
             f"{', '.join(sorted(REPORTED_STATES))}"
         )
-    for key, kind in (("stage", str), ("error", str), ("collection", str)):
+    for key, kind in (("stage", str), ("error", str), ("collection", str), ("submission_id", str)):
         if obj.get(key) is not None and not isinstance(obj[key], kind):
             raise InvalidMessage(f"{origin} is a status report whose {key!r} is not a string")
     for key in ("attempts", "generated"):
@@ -189,10 +190,13 @@ class Parsed:
     hrefs: list[str]
     request_id: str | None = None
     attempts: int = 0
+    submission_id: str | None = None
 
     def document(self, body: dict[str, Any]) -> Document:
         """A document of this message, with the message's send time and ledger key."""
-        return Document(self.message_id, self.sent_at, body, self.request_id, self.attempts)
+        return Document(
+            self.message_id, self.sent_at, body, self.request_id, self.attempts, self.submission_id
+        )
 
 
 def parse_message(
@@ -201,9 +205,10 @@ def parse_message(
     sent_at: float | None,
     request_id: str | None = None,
     attempts: int = 0,
+    submission_id: str | None = None,
 ) -> Parsed:
     """Parse a decoded message without reading anything; raises a PermanentError if malformed."""
-    parsed = Parsed(message_id, sent_at, [], [], request_id, attempts)
+    parsed = Parsed(message_id, sent_at, [], [], request_id, attempts, submission_id)
     if isinstance(message, dict) and message.get("Event") == "s3:TestEvent":
         return parsed  # S3 sends this once per new notification
     if _is_s3_event(message):

@@ -16,7 +16,12 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from ingest_common.dead_letter import DeadLetteringProcessor, DeadLetterQueue
 from ingest_common.errors import IngestError
-from ingest_common.ledger import LOAD_STAGE, receive_count, record_request_id
+from ingest_common.ledger import (
+    LOAD_STAGE,
+    receive_count,
+    record_request_id,
+    record_submission,
+)
 from item_load import ledger
 from item_load.core import BatchLoader, LoadOutcome
 from item_load.db import ConnectionCache, is_outage
@@ -126,6 +131,7 @@ class BulkLoadProcessor(DeadLetteringProcessor):
                 dead=dead,
                 attempts=receive_count(record),
                 max_receives=self.max_receives,
+                submission_id=record_submission(record),
             )
             for record, reason, dead in self.failed_records
         ]

@@ -27,7 +27,7 @@ import psycopg
 from psycopg import sql
 from pypgstac.load import Loader
 
-from ingest_common.ledger import LOAD_STAGE, SUPERSEDED
+from ingest_common.ledger import SUPERSEDED
 from item_load import ledger
 from item_load.db import fails_batch, is_outage, is_retryable
 from item_load.messages import Document
@@ -39,11 +39,10 @@ T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
-# (seq, sent, <the items columns>): seq numbers the batch's rows, sent is the message's send
-# time (epoch seconds) for the newest-wins check.
+# (seq, sent, request_id, attempts, submission_id, <the items columns>): seq numbers the batch's
+# rows, sent is the message's send time (epoch seconds) for the newest-wins check; the middle
+# three are the ledger's, so recording a batch's requests as loaded reads them server-side.
 STAGING_TABLE = "stactools_ingest_staging"
-# (seq, sent, request_id, attempts, <the items columns>): request_id and attempts are the
-# ledger's, so recording a batch's requests as loaded reads them server-side, not from Python.
 
 _COLUMNS = ("id", "collection", "datetime", "end_datetime", "geometry", "content", "private")
 
@@ -247,9 +246,7 @@ def _superseded_entries(
     """The ledger's word on items older than pgstac's: their requests changed nothing."""
     for e in superseded:
         if e.doc.request_id is not None:
-            yield ledger.LedgerEntry(
-                e.doc.request_id, SUPERSEDED, LOAD_STAGE, collection, attempts=e.doc.attempts
-            )
+            yield ledger.for_document(e.doc, SUPERSEDED, collection)
 
 
 class CollectionWriter:
@@ -493,8 +490,8 @@ class CollectionWriter:
         """
         self.conn.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {STAGING_TABLE} (seq integer, "
-            "sent double precision, request_id text, attempts integer, LIKE items) "
-            "ON COMMIT DELETE ROWS"
+            "sent double precision, request_id text, attempts integer, submission_id text, "
+            "LIKE items) ON COMMIT DELETE ROWS"
         )
         self.conn.execute(f"DELETE FROM {STAGING_TABLE}")
 
@@ -519,11 +516,18 @@ class CollectionWriter:
                 entry.doc.release_body()
             if entry.row is not None:
                 doc = entry.doc
-                yield (entry.seq, doc.sent_at, doc.request_id, doc.attempts, *entry.row)
+                yield (
+                    entry.seq,
+                    doc.sent_at,
+                    doc.request_id,
+                    doc.attempts,
+                    doc.submission_id,
+                    *entry.row,
+                )
 
     def _stage(self, coll_json: CollectionJson, entries: Sequence[Entry]) -> None:
         """COPY entries into the staging table; a failed COPY leaves nothing behind."""
-        columns = ", ".join(("seq", "sent", "request_id", "attempts", *_COLUMNS))
+        columns = ", ".join(("seq", "sent", "request_id", "attempts", "submission_id", *_COLUMNS))
         with (
             self.conn.transaction(),
             self.conn.cursor() as cur,

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from ingest_common.errors import IngestError, PermanentError
+from ingest_common.ledger import SUBMISSION_ATTRIBUTE, new_submission_id
 from item_gen.publish import SNS_MAX_BYTES as PAYLOAD_THRESHOLD
 from item_gen.publish import Publisher
 from stactools_ingest.aws_publish import BatchPublisher, PublishSummary, route, sns_client
@@ -111,6 +112,7 @@ def publish_documents(
     workers: int = 1,
     on_settled: Callable[[int], None] | None = None,
     total: int | None = None,
+    submission_id: str | None = None,
 ) -> PublishSummary:
     """Route each document to its topic, publish in batches, print the summary, fail if any failed.
 
@@ -120,8 +122,10 @@ def publish_documents(
     order: ``submit`` keeps one, so a later line's version of an item is also published later
     and wins. ``on_settled(n)`` is called once the ``n``-th input (from 0) is published or
     reported, after the last of its messages; ``total`` (inputs, when known) adds a bar and an
-    ETA to the progress.
+    ETA to the progress. Every message carries the attribute ``submission_id`` (a new one unless
+    given), which the ledger keeps: ``status --submission ID`` counts the whole submission.
     """
+    submission_id = submission_id or new_submission_id()
     topics = {
         "gen": output(outputs, "ItemGenSNSTopicArn"),
         "load": output(outputs, "ItemLoadTopicArn"),
@@ -150,6 +154,7 @@ def publish_documents(
             on_progress=display.progress,
             workers=workers,
             on_settled=settled,
+            attributes={SUBMISSION_ATTRIBUTE: submission_id},
         )
         for n, record in enumerate(documents):
             if isinstance(record, InputProblem):
@@ -176,12 +181,14 @@ def publish_documents(
             for stage, message in routed:
                 publisher.add(topics[stage], message, record.source, n)
         summary = publisher.close()
+    summary.submission_id = submission_id
     if as_json:
         click.echo(json.dumps(summary.as_dict()))
     else:
         click.echo(
             f"published {summary.published}, failed {summary.failed} "
-            f"in {summary.seconds:.1f} s ({summary.rate:.1f}/s)"
+            f"in {summary.seconds:.1f} s ({summary.rate:.1f}/s); submission {submission_id} "
+            f"(stactools-ingest status --submission {submission_id})"
         )
     if summary.failed:
         raise NotAllPublished(
@@ -239,6 +246,7 @@ def publish_resumably(
         workers=workers,
         on_settled=settled,
         total=None if total is None else max(0, total - start),
+        submission_id=checkpoint.submission_id,  # a resumed backfill stays one submission
     )
     checkpoint.finish()
 
