@@ -10,7 +10,7 @@ from factories import item
 from geotiffs import GLAD_COLLECTION, glad_collection_request, glad_item_request, glad_tiles
 from test_run import cli
 
-from stactools_ingest.ages import parse_since
+from ingest_api.ages import parse_since
 
 CORNERS = [(lon, lat) for lat in (40, 50) for lon in (0, 10, 20, 30)]
 

@@ -219,7 +219,11 @@ def test_item_load_role_is_scoped(ingestion):
     assert "IngestUserSecret" in secrets[0]["Resource"]["Fn::ImportValue"]
     s3 = [s for s in statements if any(a.startswith("s3:") for a in _actions(s))]
     assert [_actions(s) for s in s3] == [{"s3:GetObject"}]
-    assert not any(a in {"sns:Publish", "s3:PutObject"} for s in statements for a in _actions(s))
+    assert not any("s3:PutObject" in _actions(s) for s in statements)
+    # it publishes only to the post-ingest topic: never back to a stage's topic
+    post_ingest, _ = _one(ingestion, "AWS::SNS::Topic", "PostIngestTopic")
+    publishes = [s for s in statements if "sns:Publish" in _actions(s)]
+    assert [s["Resource"] for s in publishes] == [{"Ref": post_ingest}]
 
 
 def test_payload_bucket_is_private_encrypted_and_expires(ingestion):

@@ -12,9 +12,8 @@ from typing import Any
 
 import orjson
 
+from ingest_api import validation
 from ingest_common.errors import IngestError, PermanentError
-from item_gen.models import CollectionRequest, is_request, parse_request
-from item_load.messages import is_collection, parse_message
 
 
 class InputFileError(IngestError):
@@ -156,17 +155,7 @@ def classify(record: InputRecord) -> tuple[str, int] | InputProblem:
     the two never disagree. Nothing is read here: an href is checked when it is loaded.
     Priority 0 is for collections and collection requests, which must land before items.
     """
-    obj = record.obj
-    if is_request(obj):
-        try:
-            request = parse_request(obj)
-        except PermanentError as e:
-            return InputProblem(record.source, str(e))
-        return ("gen", 0 if isinstance(request, CollectionRequest) else 1)
     try:
-        parse_message(obj, "", None)
+        return validation.classify(record.obj)
     except PermanentError as e:
-        return InputProblem(
-            record.source, f"not an item or collection request, nor a load message: {e}"
-        )
-    return ("load", 0 if is_collection(obj) else 1)
+        return InputProblem(record.source, str(e))

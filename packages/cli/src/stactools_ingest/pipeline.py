@@ -17,14 +17,13 @@ from typing import Any, BinaryIO
 
 import psycopg
 
-from ingest_common.errors import PermanentError
+from ingest_api.core import validate
 from ingest_common.ledger import (
     GEN_STAGE,
     GENERATED,
     LOAD_STAGE,
     QUEUED,
     clean_request_id,
-    is_status_report,
 )
 from item_gen.core import Runner, generate
 from item_gen.models import CollectionRequest, parse_request
@@ -33,10 +32,9 @@ from item_gen.warm import runner_for
 from item_load import ledger
 from item_load.core import BatchLoader, paused_gc
 from item_load.fetch import local_fetcher
-from item_load.messages import BatchReader, Document, is_collection, parse_message
+from item_load.messages import BatchReader, Document, parse_message
 from item_load.notify import Change, ndjson
 from item_load.schema import ensure_schema
-from item_load.validation import check_collection, check_item
 from stactools_ingest.failures import Failure, failure_of, label
 from stactools_ingest.inputs import InputProblem, InputRecord, classify, message_id
 from stactools_ingest.queue import GEN, LOAD, LocalQueues, Message
@@ -44,32 +42,6 @@ from stactools_ingest.session import Session, is_outage
 from stactools_ingest.target import connect
 
 logger = logging.getLogger(__name__)
-
-
-def _invalid_document(obj: Any) -> str | None:
-    """Why ItemLoad would refuse an item or collection (its own checks, no database), if it
-    would: a caller who can wait for an answer gets it now rather than from the ledger."""
-    if not isinstance(obj, dict):
-        return None
-    kind = obj.get("type")
-    docs = obj.get("features") if kind == "FeatureCollection" else [obj]
-    for doc in docs if isinstance(docs, list) else []:
-        try:
-            if is_collection(doc):
-                check_collection(doc)
-            elif isinstance(doc, dict) and doc.get("type") == "Feature":
-                check_item(doc)
-        except PermanentError as e:
-            return str(e)
-    return None
-
-
-class Unusable(ValueError):
-    """Objects ``LocalPipeline.submit`` refused: ``(position, reason)`` each."""
-
-    def __init__(self, problems: list[tuple[int, str]]) -> None:
-        super().__init__("; ".join(f"#{n}: {reason}" for n, reason in problems))
-        self.problems = problems
 
 
 @dataclass
@@ -676,43 +648,31 @@ class LocalPipeline:
     def submit(self, objs: Sequence[Any], source: str) -> list[str]:
         """Queue requests and documents for the running workers; their request ids, in order.
 
-        All or nothing: when any object is unusable, nothing is queued and ``Unusable`` names
-        each problem by its position. An object already queued or done is not queued again; it
-        answers with the same id (ids come from content, or the request's ``request_id``).
+        All or nothing (``ingest_api.core.validate``): when any object is unusable, nothing is
+        queued and ``Unusable`` names each problem by its position. An object already queued or
+        done is not queued again; it answers with the same id (ids come from content, or the
+        request's ``request_id``).
         """
-        problems: list[tuple[int, str]] = []
         rows: list[tuple] = []
         ids: list[str] = []
-        for n, obj in enumerate(objs):
-            if is_status_report(obj):
-                problems.append((n, "status reports are the stages' own messages"))
-                continue
-            kind = classify(InputRecord(f"{source}#{n}", obj))
-            if isinstance(kind, InputProblem):
-                problems.append((n, kind.reason))
-                continue
-            if (why := _invalid_document(obj)) is not None:
-                problems.append((n, why))
-                continue
-            queue, priority = kind
-            mid = message_id(obj)
-            given = clean_request_id(obj.get("request_id")) if queue == GEN else None
-            rows.append((queue, mid, obj, f"{source}#{n}", priority, None, given))
-            ids.append(given or mid)
-        if problems:
-            raise Unusable(problems)
+        for n, routed in enumerate(validate(objs)):
+            mid = message_id(routed.obj)
+            queue = GEN if routed.stage == "gen" else LOAD
+            rows.append(
+                (queue, mid, routed.obj, f"{source}#{n}", routed.priority, None, routed.given_id)
+            )
+            ids.append(routed.given_id or mid)
 
         def send(q: LocalQueues) -> None:
             with q.conn.transaction():
                 q.send_many(rows)
                 ledger.record(q.conn, _queued(rows))
 
-        if rows:
-            session = self.session()
-            try:
-                session.call(send)
-            finally:
-                session.close()
+        session = self.session()
+        try:
+            session.call(send)
+        finally:
+            session.close()
         return ids
 
     def run(

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from psycopg_pool import ConnectionPool
 
 from stactools_ingest.commands.run import RUN_WORKERS
-from stactools_ingest.ingest_api import ingest_router
+from stactools_ingest.ingest_routes import ingest_router
 from stactools_ingest.pipeline import LocalPipeline
 from stactools_ingest.target import connect, redact, resolve_dsn
 

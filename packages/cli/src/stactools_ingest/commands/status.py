@@ -14,10 +14,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ingest_api.ages import parse_since
 from ingest_common.errors import IngestError
 from ingest_common.ledger import STATES
 from item_load import ledger
-from stactools_ingest.ages import parse_since
 from stactools_ingest.aws_stack import STACK_HELP
 from stactools_ingest.target import connect, resolve_dsn
 
