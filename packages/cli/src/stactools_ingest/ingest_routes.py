@@ -95,7 +95,7 @@ def ingest_router(pipeline: LocalPipeline, pool: ConnectionPool) -> APIRouter:
         except ValueError as e:
             raise HTTPException(422, str(e)) from None
         following = str(request.url.include_query_params(token=after)) if after else None
-        return {"requests": rows, "next": following}
+        return {"requests": rows, "next": following, "next_token": after}
 
     @router.post("/redrive/{request_id:path}", response_model=None)
     def redrive(request: Request, request_id: str) -> Response:

@@ -1,0 +1,182 @@
+"""The ingest API Lambda as API Gateway's HTTP API invokes it: SNS from moto, the real pgstac."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import boto3
+import pytest
+from factories import COLL, LambdaContext, collection, item, sns_envelope, sqs_event, sqs_record
+from moto import mock_aws
+
+from ingest_api import handler as api
+from item_load import handler as load_handler
+
+
+def http_event(method: str, path: str, body=None, query=None, b64: bool = False) -> dict:
+    """An API Gateway HTTP API (payload 2.0) event, as IAM-authorized requests arrive."""
+    text = None if body is None else (body if isinstance(body, str) else json.dumps(body))
+    if text is not None and b64:
+        text = base64.b64encode(text.encode()).decode()
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "&".join(f"{k}={v}" for k, v in (query or {}).items()),
+        "queryStringParameters": query,
+        "headers": {"content-type": "application/json", "host": "abc.execute-api.aws"},
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "abc",
+            "domainName": "abc.execute-api.us-east-1.amazonaws.com",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "192.0.2.1",
+            },
+            "authorizer": {"iam": {"userArn": "arn:aws:iam::123456789012:user/ops"}},
+            "requestId": "r",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "07/Dec/2026:07:00:00 +0000",
+            "timeEpoch": 1796626800000,
+        },
+        "body": text,
+        "isBase64Encoded": b64,
+    }
+
+
+def call(method: str, path: str, body=None, query=None, b64: bool = False) -> tuple[int, dict]:
+    response = api.handler(http_event(method, path, body, query, b64), LambdaContext())
+    return response["statusCode"], json.loads(response["body"])
+
+
+class Topics:
+    def __init__(self, sns, sqs) -> None:
+        self.sqs = sqs
+        self.arns, self.queues = {}, {}
+        for stage in ("gen", "load"):
+            self.arns[stage] = sns.create_topic(Name=f"{stage}-topic")["TopicArn"]
+            url = sqs.create_queue(QueueName=f"{stage}-queue")["QueueUrl"]
+            arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+            sns.subscribe(
+                TopicArn=self.arns[stage],
+                Protocol="sqs",
+                Endpoint=arn["Attributes"]["QueueArn"],
+            )
+            self.queues[stage] = url
+
+    def bodies(self, stage: str) -> list[str]:
+        out = []
+        while msgs := self.sqs.receive_message(
+            QueueUrl=self.queues[stage], MaxNumberOfMessages=10
+        ).get("Messages", []):
+            for m in msgs:
+                out.append(m["Body"])
+                self.sqs.delete_message(
+                    QueueUrl=self.queues[stage], ReceiptHandle=m["ReceiptHandle"]
+                )
+        return out
+
+
+@pytest.fixture
+def topics(aws_env, monkeypatch, pgstac):
+    with mock_aws():
+        t = Topics(boto3.client("sns"), boto3.client("sqs"))
+        monkeypatch.setattr(api.settings, "item_gen_topic_arn", t.arns["gen"])
+        monkeypatch.setattr(api.settings, "item_load_topic_arn", t.arns["load"])
+        api.publisher.cache_clear()
+        api.connections.discard()
+        yield t
+        api.publisher.cache_clear()
+        api.connections.discard()
+
+
+REQUEST = {
+    "package_name": "stactools-x==1.0",
+    "group_name": "x",
+    "create_item_args": ["s3://b/a.tif"],
+    "request_id": "mine-1",
+}
+
+
+def test_a_post_publishes_each_object_to_its_stage_and_answers_their_ids(topics, pgstac):
+    status, body = call("POST", "/ingest/requests", [REQUEST, collection(COLL), item("a")])
+    assert status == 202, body
+    ids = body["request_ids"]
+    # the request keeps its own id; the documents are known by their SNS MessageIds
+    assert ids[0] == "mine-1"
+    gen = [json.loads(b) for b in topics.bodies("gen")]
+    load = [json.loads(b) for b in topics.bodies("load")]
+    assert [json.loads(e["Message"]) for e in gen] == [REQUEST]
+    assert gen[0]["MessageAttributes"]["request_id"]["Value"] == "mine-1"
+    assert sorted(e["MessageId"] for e in load) == sorted(ids[1:])
+    # WHEN ItemLoad loads the documents, the API answers for them by those ids
+    load_handler.connections.discard()
+    records = [sqs_record(json.dumps(e)) for e in load]
+    assert load_handler.handler(sqs_event(records), LambdaContext())["batchItemFailures"] == []
+    load_handler.connections.discard()
+    status, row = call("GET", f"/ingest/requests/{ids[2]}")
+    assert status == 200
+    assert (row["state"], row["items"]) == ("loaded", [{"collection": COLL, "id": "a"}])
+
+
+def test_bad_bodies_are_400_or_422_and_nothing_is_published(topics):
+    assert call("POST", "/ingest/requests", "{nope")[0] == 400
+    status, body = call("POST", "/ingest/requests", [item("ok"), {**item("u"), "properties": {}}])
+    assert status == 422
+    assert body["detail"][0]["index"] == 1 and "datetime" in body["detail"][0]["reason"]
+    status, body = call("POST", "/ingest/requests", [{"package_name": "x", "group_name": "a b"}])
+    assert status == 422 and "group_name" in body["detail"][0]["reason"]
+    assert call("POST", "/ingest/requests", [])[0] == 422
+    assert topics.bodies("gen") == [] and topics.bodies("load") == []
+
+
+def test_a_base64_body_is_read_as_api_gateway_sends_it(topics):
+    status, body = call("POST", "/ingest/requests", REQUEST, b64=True)
+    assert (status, body["request_ids"]) == (202, ["mine-1"])
+
+
+def test_reads_answer_from_the_ledger_a_page_at_a_time(topics, pgstac):
+    load_handler.connections.discard()
+    records = [
+        sqs_record(sns_envelope(d, attributes={"request_id": f"r{n}"}))
+        for n, d in enumerate([collection(COLL), item("a"), item("b"), item("c")])
+    ]
+    load_handler.handler(sqs_event(records), LambdaContext())
+    load_handler.connections.discard()
+    seen, token = [], None
+    while True:
+        query = {"limit": "3", **({"token": token} if token else {})}
+        status, page = call("GET", "/ingest/requests", query=query)
+        assert status == 200
+        seen += [r["request_id"] for r in page["requests"]]
+        token = page["next_token"]
+        if not token:
+            break
+        assert page["next"].startswith(
+            "https://abc.execute-api.us-east-1.amazonaws.com/ingest/requests?"
+        )
+    assert sorted(seen) == ["r0", "r1", "r2", "r3"]
+    assert call("GET", "/ingest/requests/nope")[0] == 404
+    assert call("GET", "/ingest/requests", query={"state": "exploded"})[0] == 422
+    assert call("GET", "/ingest/requests", query={"since": "yesterday"})[0] == 422
+    assert call("GET", "/ingest/requests", query={"token": "junk"})[0] == 422
+    status, loaded = call("GET", "/ingest/requests", query={"state": "loaded", "since": "1h"})
+    assert status == 200 and len(loaded["requests"]) == 4
+
+
+def test_a_database_that_cannot_be_reached_is_503(topics, monkeypatch):
+    import socket
+
+    from item_load.db import ConnectionCache
+    from item_load.settings import LoadSettings
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(api, "connections", ConnectionCache(LoadSettings(), port=port))
+    status, body = call("GET", "/ingest/requests/x")
+    assert status == 503 and "try again" in body["detail"]
