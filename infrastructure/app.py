@@ -74,6 +74,7 @@ def build(app: App, config: DeploymentConfig, **stack_overrides) -> Stacks:
         env=env,
         item_gen_code=stack_overrides.get("item_gen_code"),
         item_load_code=stack_overrides.get("item_load_code"),
+        ingest_api_code=stack_overrides.get("ingest_api_code"),
     )
     stacks = Stacks(network=network, database=database, ingestion=ingestion)
     if config.stac_api.enabled:

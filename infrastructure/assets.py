@@ -20,6 +20,7 @@ IMAGE_CONTEXT_EXCLUDE = [
     "!packages",
     "!infrastructure/item_gen.Dockerfile",
     "!infrastructure/item_load.Dockerfile",
+    "!infrastructure/ingest_api.Dockerfile",
     "!infrastructure/item_gen_entrypoint.sh",
     "**/__pycache__",
     "**/*.pyc",

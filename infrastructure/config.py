@@ -317,6 +317,25 @@ class AlarmsConfig(_Section):
     queue_age_threshold_seconds: int = Field(3600, ge=60)
 
 
+class IngestApiConfig(_Section):
+    """The ingest API: API Gateway (HTTP API, IAM auth) and a Lambda in the VPC that publishes
+    posted requests and answers from the ledger (stactools-ingest status --stack)."""
+
+    enabled: bool = True
+    memory_mb: int = Field(512, ge=128, le=10_240)
+    timeout_seconds: int = Field(29, ge=1, le=29)  # API Gateway waits at most 29 s
+    ephemeral_storage_mb: int = Field(512, ge=512, le=10_240)
+    reserved_concurrency: int | None = Field(None, ge=1)
+    log_retention_days: int = 30
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _retention_allowed(cls, value: int) -> int:
+        if value not in LOG_RETENTION_DAYS:
+            raise ValueError(f"log_retention_days must be one of {LOG_RETENTION_DAYS}")
+        return value
+
+
 class StacApiConfig(_Section):
     """An optional STAC API (eoapi-cdk PgStacApiLambda) to look at what landed."""
 
@@ -347,6 +366,7 @@ class DeploymentConfig(BaseSettings):
     payload_bucket: PayloadBucketConfig = Field(default_factory=PayloadBucketConfig)
     alarms: AlarmsConfig = Field(default_factory=AlarmsConfig)
     stac_api: StacApiConfig = Field(default_factory=StacApiConfig)
+    ingest_api: IngestApiConfig = Field(default_factory=IngestApiConfig)
 
     @field_validator("project_name", "stage")
     @classmethod

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 
 from aws_cdk import CfnOutput, Duration, RemovalPolicy, Size, Stack, Tags
+from aws_cdk import aws_apigatewayv2 as apigw
+from aws_cdk import aws_apigatewayv2_authorizers as apigw_authorizers
+from aws_cdk import aws_apigatewayv2_integrations as apigw_integrations
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_events as events
@@ -21,7 +24,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infrastructure.assets import stage_image
-from infrastructure.config import DeploymentConfig, _StageConfig
+from infrastructure.config import DeploymentConfig, IngestApiConfig, _StageConfig
 from infrastructure.database import DatabaseStack
 from infrastructure.network import NetworkStack
 
@@ -78,6 +81,7 @@ class IngestionStack(Stack):
         database: DatabaseStack,
         item_gen_code: lambda_.DockerImageCode | None = None,
         item_load_code: lambda_.DockerImageCode | None = None,
+        ingest_api_code: lambda_.DockerImageCode | None = None,
         **kwargs,
     ) -> None:
         super().__init__(scope, id, **kwargs)
@@ -310,15 +314,90 @@ class IngestionStack(Stack):
         }
         if self.post_ingest_topic is not None:
             outputs["PostIngestTopicArn"] = self.post_ingest_topic.topic_arn
+        if config.ingest_api.enabled:
+            outputs["IngestApiUrl"] = self._ingest_api(
+                config, network, database, architecture, ingest_api_code
+            )
         for name, value in outputs.items():
             CfnOutput(self, name, value=value)
         Tags.of(self).add("project", config.project_name)
+
+    def _ingest_api(
+        self,
+        config: DeploymentConfig,
+        network: NetworkStack,
+        database: DatabaseStack,
+        architecture: lambda_.Architecture,
+        code: lambda_.DockerImageCode | None,
+    ) -> str:
+        """API Gateway (HTTP API) with IAM auth in front of the ingest API Lambda; its URL.
+
+        The Lambda runs in the VPC beside ItemLoad: it reads the ledger with the ingest user's
+        secret and publishes what is posted to the stages' topics (ingest_api/handler.py).
+        """
+        api_config = config.ingest_api
+        function = self._function(
+            "IngestApiFunction",
+            stage=api_config,
+            code=code or stage_image("infrastructure/ingest_api.Dockerfile", config.architecture),
+            architecture=architecture,
+            environment={
+                "LOG_LEVEL": config.log_level,
+                "POWERTOOLS_SERVICE_NAME": "ingest-api",
+                "PGSTAC_SECRET_ARN": database.ingest_secret.secret_arn,
+                "ITEM_GEN_TOPIC_ARN": self.item_gen.topic.topic_arn,
+                "ITEM_LOAD_TOPIC_ARN": self.item_load.topic.topic_arn,
+                "PAYLOAD_BUCKET": self.payload_bucket.bucket_name,
+            },
+            vpc=network.vpc,
+            vpc_subnets=network.lambda_subnets,
+            security_groups=[database.client_security_group],
+        )
+        database.ingest_secret.grant_read(function)
+        self.item_gen.topic.grant_publish(function)
+        self.item_load.topic.grant_publish(function)
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:PutObject"], resources=[self.payload_bucket.arn_for_objects("*")]
+            )
+        )
+        self.ingest_api = apigw.HttpApi(
+            self,
+            "IngestApi",
+            description="stactools-ingest: post requests, ask the ledger (IAM/SigV4 auth)",
+            default_authorizer=apigw_authorizers.HttpIamAuthorizer(),
+            default_integration=apigw_integrations.HttpLambdaIntegration(
+                "IngestApiIntegration", function
+            ),
+        )
+        access_log = logs.LogGroup(self, "IngestApiAccessLog", removal_policy=RemovalPolicy.DESTROY)
+        cfn_access_log = access_log.node.default_child
+        assert isinstance(cfn_access_log, logs.CfnLogGroup)
+        cfn_access_log.retention_in_days = api_config.log_retention_days
+        stage = self.ingest_api.default_stage
+        assert stage is not None
+        cfn_stage = stage.node.default_child
+        assert isinstance(cfn_stage, apigw.CfnStage)
+        cfn_stage.access_log_settings = apigw.CfnStage.AccessLogSettingsProperty(
+            destination_arn=access_log.log_group_arn,
+            format=json.dumps(
+                {
+                    "requestId": "$context.requestId",
+                    "caller": "$context.identity.userArn",
+                    "method": "$context.httpMethod",
+                    "path": "$context.path",
+                    "status": "$context.status",
+                    "latency": "$context.responseLatency",
+                }
+            ),
+        )
+        return self.ingest_api.api_endpoint + "/"
 
     def _function(
         self,
         id: str,
         *,
-        stage: _StageConfig,
+        stage: _StageConfig | IngestApiConfig,
         code: lambda_.DockerImageCode,
         architecture: lambda_.Architecture,
         environment: dict[str, str],

@@ -67,9 +67,13 @@ FINDINGS: tuple[Finding, ...] = (
     ),
     Finding(
         "AwsSolutions-IAM5[Resource::*]",
-        ("*-ingestion/ItemLoadFunctionRole/DefaultPolicy",),
-        "The EC2 network-interface actions Lambda uses to place ItemLoad in the VPC do not "
-        "support resource-level permissions; this statement holds only those actions.",
+        (
+            "*-ingestion/ItemLoadFunctionRole/DefaultPolicy",
+            "*-ingestion/IngestApiFunctionRole/DefaultPolicy",
+        ),
+        "The EC2 network-interface actions Lambda uses to place ItemLoad and the ingest API in "
+        "the VPC do not support resource-level permissions; this statement holds only those "
+        "actions.",
     ),
     Finding(
         "AwsSolutions-IAM5[Resource::*]",
@@ -85,9 +89,11 @@ FINDINGS: tuple[Finding, ...] = (
         (
             "*-ingestion/ItemGenFunctionRole/DefaultPolicy",
             "*-ingestion/ItemLoadFunctionRole/DefaultPolicy",
+            "*-ingestion/IngestApiFunctionRole/DefaultPolicy",
         ),
-        "Object-level access to the payload bucket only: ItemGen may s3:PutObject and ItemLoad "
-        "may s3:GetObject; object keys are generated per item, so they cannot be listed ahead.",
+        "Object-level access to the payload bucket only: ItemGen and the ingest API may "
+        "s3:PutObject and ItemLoad may s3:GetObject; object keys are generated per item, so "
+        "they cannot be listed ahead.",
     ),
     Finding(
         "AwsSolutions-S1",

@@ -418,3 +418,56 @@ def test_post_ingest_notifications_can_be_turned_off(tmp_path_factory, synth):
     _, function = _one(template, "AWS::Lambda::Function", "ItemLoadFunction")
     assert "POST_INGEST_TOPIC_ARN" not in function["Properties"]["Environment"]["Variables"]
     assert "PostIngestTopicArn" not in template["Outputs"]
+
+
+def test_the_ingest_api_requires_sigv4_and_reaches_its_lambda(ingestion):
+    # GIVEN the default deployment: the ingest API is on
+    api_id, api = _one(ingestion, "AWS::ApiGatewayV2::Api", "IngestApi")
+    assert api["Properties"]["ProtocolType"] == "HTTP"
+    # THEN every route needs IAM (SigV4) auth and goes to the ingest API Lambda
+    routes = [
+        r
+        for r in _resources(ingestion, "AWS::ApiGatewayV2::Route").values()
+        if r["Properties"]["ApiId"] == {"Ref": api_id}
+    ]
+    assert routes and all(r["Properties"]["AuthorizationType"] == "AWS_IAM" for r in routes)
+    function_id, function = _one(ingestion, "AWS::Lambda::Function", "IngestApiFunction")
+    [integration] = [
+        i
+        for i in _resources(ingestion, "AWS::ApiGatewayV2::Integration").values()
+        if i["Properties"]["ApiId"] == {"Ref": api_id}
+    ]
+    assert integration["Properties"]["IntegrationUri"] == {"Fn::GetAtt": [function_id, "Arn"]}
+    # AND the Lambda sits in the VPC with the database client group, told the topics and secret
+    props = function["Properties"]
+    assert (
+        "DatabaseClientSecurityGroup"
+        in props["VpcConfig"]["SecurityGroupIds"][0]["Fn::ImportValue"]
+    )
+    variables = props["Environment"]["Variables"]
+    gen_topic, _ = _one(ingestion, "AWS::SNS::Topic", "ItemGenTopic")
+    load_topic, _ = _one(ingestion, "AWS::SNS::Topic", "ItemLoadTopic")
+    assert variables["ITEM_GEN_TOPIC_ARN"] == {"Ref": gen_topic}
+    assert variables["ITEM_LOAD_TOPIC_ARN"] == {"Ref": load_topic}
+    assert "IngestUserSecret" in variables["PGSTAC_SECRET_ARN"]["Fn::ImportValue"]
+    # AND its role may publish to exactly the two stage topics
+    statements = _statements(ingestion, "IngestApiFunctionRole")
+    published = [s["Resource"] for s in statements if "sns:Publish" in _actions(s)]
+    resources = [r for group in published for r in (group if isinstance(group, list) else [group])]
+    assert sorted(r["Ref"] for r in resources) == sorted([gen_topic, load_topic])
+    # AND the stage logs each call, and the output names the URL
+    [stage] = [
+        s
+        for s in _resources(ingestion, "AWS::ApiGatewayV2::Stage").values()
+        if s["Properties"]["ApiId"] == {"Ref": api_id}
+    ]
+    assert "$context.identity.userArn" in stage["Properties"]["AccessLogSettings"]["Format"]
+    url = ingestion["Outputs"]["IngestApiUrl"]["Value"]
+    assert api_id in json.dumps(url)
+
+
+def test_the_ingest_api_can_be_turned_off(tmp_path_factory, synth):
+    app = synth(tmp_path_factory.mktemp("cdk-no-api"), ingest_api={"enabled": False})
+    template = app.templates["ingestion"]
+    assert not _resources(template, "AWS::ApiGatewayV2::Api")
+    assert "IngestApiUrl" not in template["Outputs"]

@@ -102,9 +102,8 @@ def list_requests() -> Response:
     following = None
     if after:
         event = app.current_event
-        following = (
-            f"https://{event.request_context.domain_name}{event.raw_path}?"
-            + urlencode({**query, "token": after})
+        following = f"https://{event.request_context.domain_name}{event.raw_path}?" + urlencode(
+            {**query, "token": after}
         )
     return _json(200, {"requests": rows, "next": following, "next_token": after})
 
