@@ -78,6 +78,56 @@ def _print_many(counts: dict[str, int], rows: list[dict[str, Any]], limit: int) 
         click.echo(f"(the newest {limit}; --limit shows more)", err=True)
 
 
+def _status_of_deployment(
+    stack_name: str,
+    request_id: str | None,
+    state: str | None,
+    since: str | None,
+    collection: str | None,
+    submission_id: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """The same answers from a deployment, through its ingest API (SigV4)."""
+    from stactools_ingest import aws_ingest_api
+    from stactools_ingest.aws_stack import client, resolve_stack
+
+    outputs = resolve_stack(stack_name, client("cloudformation"))
+    url = outputs.get("IngestApiUrl")
+    if not url:
+        raise UnknownRequest(
+            f"stack {stack_name} has no ingest API (ingest_api.enabled: false, or deployed "
+            "before it existed); deploy it, or point --dsn at the deployment's database"
+        )
+    if request_id is not None:
+        row = aws_ingest_api.request_status(url, request_id)
+        if row is None:
+            raise UnknownRequest(f"no request {request_id!r} in the ledger of {stack_name}")
+        if as_json:
+            click.echo(json.dumps(row))
+        else:
+            _print_one(row)
+        return
+    if since is not None:
+        since_option(since)  # refused here, in the same words, before asking
+    page = aws_ingest_api.list_requests(
+        url,
+        {
+            "state": state,
+            "since": since,
+            "collection": collection,
+            "submission": submission_id,
+            "limit": str(limit),
+        },
+    )
+    rows = page["requests"]
+    if as_json:
+        click.echo(json.dumps({"requests": rows, "next_token": page.get("next_token")}))
+        return
+    counts = {s: sum(1 for r in rows if r["state"] == s) for s in STATES}
+    _print_many(counts, rows, limit)
+
+
 @click.command("status")
 @click.argument("request_id", required=False)
 @click.option("--state", type=click.Choice(STATES), help="Only requests in this state.")
@@ -91,7 +141,11 @@ def _print_many(counts: dict[str, int], rows: list[dict[str, Any]], limit: int) 
 @click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
 @click.option("--dsn", help="Target pgstac (default: PGSTAC_DSN, PG* variables, else embedded).")
 @click.option(
-    "--stack", "stack_name", metavar="NAME", help=f"Queue depths of a deployment. {STACK_HELP}"
+    "--stack",
+    "stack_name",
+    metavar="NAME",
+    help="Ask a deployment: alone, its queue depths; with a request or filters, its ledger "
+    f"through its ingest API (SigV4, your AWS credentials). {STACK_HELP}",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def status(
@@ -113,14 +167,14 @@ def status(
     same item won). The ledger keeps 30 days.
     """
     if stack_name:
-        if request_id or state or since or collection or submission_id:
-            raise click.UsageError(
-                "--stack shows a deployment's queue depths; to ask about requests, point "
-                "--dsn at the deployment's database (its ledger is there)"
-            )
-        from stactools_ingest.commands.aws_status import queue_depths
+        if not (request_id or state or since or collection or submission_id):
+            from stactools_ingest.commands.aws_status import queue_depths
 
-        queue_depths(stack_name, as_json)
+            queue_depths(stack_name, as_json)
+            return
+        _status_of_deployment(
+            stack_name, request_id, state, since, collection, submission_id, limit, as_json
+        )
         return
     since_at = since_option(since) if since else None
     with connect(resolve_dsn(dsn, start_embedded=False)) as conn:
