@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 
 import boto3
@@ -54,7 +55,9 @@ def call(method: str, path: str, body=None, query=None, b64: bool = False) -> tu
 
 
 class Topics:
-    def __init__(self, sns, sqs) -> None:
+    """Both stages' topics and queues, subscribed raw as the stack subscribes them by default."""
+
+    def __init__(self, sns, sqs, raw: bool = True) -> None:
         self.sqs = sqs
         self.arns, self.queues = {}, {}
         for stage in ("gen", "load"):
@@ -65,20 +68,31 @@ class Topics:
                 TopicArn=self.arns[stage],
                 Protocol="sqs",
                 Endpoint=arn["Attributes"]["QueueArn"],
+                Attributes={"RawMessageDelivery": "true" if raw else "false"},
             )
             self.queues[stage] = url
 
-    def bodies(self, stage: str) -> list[str]:
+    def received(self, stage: str) -> list[dict]:
+        """Every message on a stage's queue, as Lambda's event source mapping would hand it
+        over (``messageAttributes`` spelt Lambda's way), in the order SQS gave them."""
         out = []
         while msgs := self.sqs.receive_message(
-            QueueUrl=self.queues[stage], MaxNumberOfMessages=10
+            QueueUrl=self.queues[stage], MaxNumberOfMessages=10, MessageAttributeNames=["All"]
         ).get("Messages", []):
             for m in msgs:
-                out.append(m["Body"])
+                record = sqs_record(m["Body"], message_id=m["MessageId"])
+                record["messageAttributes"] = {
+                    name: {"stringValue": a["StringValue"], "dataType": a["DataType"]}
+                    for name, a in m.get("MessageAttributes", {}).items()
+                }
+                out.append(record)
                 self.sqs.delete_message(
                     QueueUrl=self.queues[stage], ReceiptHandle=m["ReceiptHandle"]
                 )
         return out
+
+    def bodies(self, stage: str) -> list[str]:
+        return [r["body"] for r in self.received(stage)]
 
 
 @pytest.fixture
@@ -106,21 +120,87 @@ def test_a_post_publishes_each_object_to_its_stage_and_answers_their_ids(topics,
     status, body = call("POST", "/ingest/requests", [REQUEST, collection(COLL), item("a")])
     assert status == 202, body
     ids = body["request_ids"]
-    # the request keeps its own id; the documents are known by their SNS MessageIds
+    # the request keeps its own id; the documents get ids the API made
     assert ids[0] == "mine-1"
-    gen = [json.loads(b) for b in topics.bodies("gen")]
-    load = [json.loads(b) for b in topics.bodies("load")]
-    assert [json.loads(e["Message"]) for e in gen] == [REQUEST]
-    assert gen[0]["MessageAttributes"]["request_id"]["Value"] == "mine-1"
-    assert sorted(e["MessageId"] for e in load) == sorted(ids[1:])
-    # WHEN ItemLoad loads the documents, the API answers for them by those ids
+    assert len(set(ids)) == 3 and all(i.startswith("req-") for i in ids[1:])
+    gen = topics.received("gen")
+    load = topics.received("load")
+    assert [json.loads(r["body"]) for r in gen] == [REQUEST]
+    assert gen[0]["messageAttributes"]["request_id"]["stringValue"] == "mine-1"
+    # WHEN ItemLoad loads the documents as the stack delivers them (raw, SQS message ids that
+    # nobody was told), the API answers for them by the ids it gave
+    assert all(r["messageId"] not in ids for r in load)
     load_handler.connections.discard()
-    records = [sqs_record(json.dumps(e)) for e in load]
-    assert load_handler.handler(sqs_event(records), LambdaContext())["batchItemFailures"] == []
+    assert load_handler.handler(sqs_event(load), LambdaContext())["batchItemFailures"] == []
     load_handler.connections.discard()
     status, row = call("GET", f"/ingest/requests/{ids[2]}")
     assert status == 200
     assert (row["state"], row["items"]) == ("loaded", [{"collection": COLL, "id": "a"}])
+    assert call("GET", f"/ingest/requests/{ids[1]}")[1]["state"] == "loaded"
+
+
+def test_ids_reach_the_ledger_through_wrapped_deliveries_too(aws_env, monkeypatch, pgstac):
+    with mock_aws():
+        t = Topics(boto3.client("sns"), boto3.client("sqs"), raw=False)
+        monkeypatch.setattr(api.settings, "item_gen_topic_arn", t.arns["gen"])
+        monkeypatch.setattr(api.settings, "item_load_topic_arn", t.arns["load"])
+        api.publisher.cache_clear()
+        try:
+            status, body = call("POST", "/ingest/requests", [collection(COLL), item("w")])
+        finally:
+            api.publisher.cache_clear()
+        assert status == 202
+        load_handler.connections.discard()
+        load_handler.handler(sqs_event(t.received("load")), LambdaContext())
+        load_handler.connections.discard()
+        api.connections.discard()
+        row = call("GET", f"/ingest/requests/{body['request_ids'][1]}")[1]
+        assert (row["state"], row["items"]) == ("loaded", [{"collection": COLL, "id": "w"}])
+
+
+class ByteLimitedSns:
+    """moto's SNS with the limit it leaves out: a PublishBatch call of over 256 KiB in all
+    (messages and attributes) is refused, as SNS refuses it (BatchRequestTooLong)."""
+
+    def __init__(self, sns) -> None:
+        self.sns = sns
+
+    def publish_batch(self, **kwargs):
+        from botocore.exceptions import ClientError
+
+        size = sum(
+            len(e["Message"].encode())
+            + sum(len(k) + len(v["StringValue"]) + 6 for k, v in e["MessageAttributes"].items())
+            for e in kwargs["PublishBatchRequestEntries"]
+        )
+        if size > 256 * 1024:
+            error = {"Error": {"Code": "BatchRequestTooLong", "Message": f"{size} bytes"}}
+            raise ClientError(error, "PublishBatch")
+        return self.sns.publish_batch(**kwargs)
+
+
+def test_many_requests_are_published_in_batches_within_sns_byte_limit(topics, monkeypatch):
+    sns = ByteLimitedSns(boto3.client("sns"))
+    limited = api.TopicPublisher(
+        {"gen": topics.arns["gen"], "load": topics.arns["load"]}, sns, None
+    )
+    monkeypatch.setattr(api, "publisher", functools.cache(lambda: limited))
+    # 30 requests of ~40 KiB each: ten would be 400 KiB, over one PublishBatch's 256 KiB
+    big = [
+        {**REQUEST, "request_id": f"big-{n}", "create_item_args": ["s3://b/a.tif", "x" * 40_000]}
+        for n in range(30)
+    ]
+    status, body = call("POST", "/ingest/requests", big)
+    assert status == 202, body
+    assert body["request_ids"] == [f"big-{n}" for n in range(30)]
+    assert sorted(json.loads(b)["request_id"] for b in topics.bodies("gen")) == sorted(
+        body["request_ids"]
+    )
+
+
+def test_too_many_objects_for_one_call_are_400_pointing_at_submit(topics):
+    status, body = call("POST", "/ingest/requests", [REQUEST] * 2001)
+    assert status == 400 and "submit" in body["detail"]
 
 
 def test_bad_bodies_are_400_or_422_and_nothing_is_published(topics):

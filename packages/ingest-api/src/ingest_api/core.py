@@ -17,7 +17,9 @@ from ingest_common.errors import PermanentError
 from ingest_common.ledger import STATES, clean_request_id
 from item_load import ledger
 
-MAX_OBJECTS = 10_000
+MAX_OBJECTS = 2_000
+"""Per call: what the Lambda publishes well inside API Gateway's 29 s (``submit`` takes files
+of any size)."""
 PAGE_MAX = 1000
 
 
@@ -71,7 +73,10 @@ def parse_body(body: bytes | str | None) -> list[Any]:
         raise ValueError(f"body is not valid JSON: {e}") from None
     objs = data if isinstance(data, list) else [data]
     if len(objs) > MAX_OBJECTS:
-        raise ValueError(f"{len(objs)} objects; send at most {MAX_OBJECTS} per call")
+        raise ValueError(
+            f"{len(objs)} objects; send at most {MAX_OBJECTS} per call "
+            "(stactools-ingest submit publishes files of any size)"
+        )
     return objs
 
 

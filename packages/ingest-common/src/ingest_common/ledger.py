@@ -6,8 +6,10 @@ beside the items it publishes, and ItemLoad records them with everything else it
 
 A request's id is the sender's (the request's ``request_id`` field, or the SNS/SQS message
 attribute ``request_id``), else the id AWS gave the message it came in: the SNS ``MessageId``
-that ``aws sns publish`` prints, or the SQS ``messageId`` for raw deliveries. A redrive keeps
-the body, so a redriven request keeps its id.
+when SNS wraps its deliveries, or the SQS ``messageId`` for raw deliveries (the stack's
+default, where the MessageId ``aws sns publish`` prints never reaches the stage). So whoever
+publishes for a user (the ingest API, ItemGen) names every message with the attribute. A
+redrive keeps the body and attributes, so a redriven request keeps its id.
 """
 
 from __future__ import annotations
