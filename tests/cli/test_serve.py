@@ -37,9 +37,10 @@ class Served:
         self.proc = proc
         self.http = httpx.Client(base_url=base, timeout=30)
 
-    def post(self, body) -> httpx.Response:
+    def post(self, body, **headers: str) -> httpx.Response:
         content = body if isinstance(body, str | bytes) else json.dumps(body)
-        return self.http.post("/ingest/requests", content=content)
+        headers = {"content-type": "application/json", **headers}
+        return self.http.post("/ingest/requests", content=content, headers=headers)
 
     def status(self, request_id: str) -> dict:
         return self.http.get(f"/ingest/requests/{request_id}").json()
@@ -184,6 +185,36 @@ def test_a_dead_letter_is_redriven_from_the_page(served, tmp_path):
     # THEN it loads, and the ledger says so
     assert served.settled([rid])[rid]["state"] == "loaded"
     assert served.http.post(f"/ingest/redrive/{rid}").status_code == 404  # nothing dead now
+
+
+def test_other_sites_cannot_queue_or_redrive_through_a_browser(served):
+    # serve runs any stactools package a request names: a page on another site must not be
+    # able to make the user's browser post one (a "simple" request needs no CORS preflight)
+    request = {"package_name": "stactools-evil==6.6.6", "group_name": "evil"}
+    forged = served.http.post(
+        "/ingest/requests", content=json.dumps(request), headers={"content-type": "text/plain"}
+    )
+    assert forged.status_code == 415 and "application/json" in forged.json()["detail"]
+    # nor with JSON from its own origin (stac-fastapi's CORS allows every origin)
+    foreign = served.post(request, origin="https://evil.example")
+    assert foreign.status_code == 403 and "evil.example" in foreign.json()["detail"]
+    # nor by DNS rebinding, where the browser believes evil.example is this server
+    port = served.base.rsplit(":", 1)[1]
+    rebound = served.post(
+        request, host=f"evil.example:{port}", origin=f"http://evil.example:{port}"
+    )
+    assert rebound.status_code == 403
+    # nor press the page's redrive button from elsewhere
+    redrive = served.http.post(
+        "/ingest/redrive/x", headers={"origin": "https://evil.example", "accept": "text/html"}
+    )
+    assert redrive.status_code == 403
+    assert served.http.get("/ingest/requests").json()["requests"] == []
+    # while this server's own page and non-browser clients are served
+    own = served.post(collection("own"), origin=served.base)
+    assert own.status_code == 202
+    local = served.post(collection("local"), host=f"localhost:{port}")
+    assert local.status_code == 202
 
 
 def chromium(url: str, screenshot: Path) -> str:

@@ -11,9 +11,11 @@ the only source of answers: the API knows nothing the CLI does not.
 from __future__ import annotations
 
 from datetime import datetime
+from ipaddress import ip_address
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from psycopg_pool import ConnectionPool
@@ -26,6 +28,46 @@ from stactools_ingest.pipeline import LocalPipeline
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
 State = Literal["queued", "generated", "loaded", "failed", "dead_lettered", "superseded"]
+JSON_TYPES = ("application/json", "application/geo+json")
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) names this machine only."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def caller_guard(loopback_only: bool) -> Any:
+    """A check for every ingest route that changes something: only this server's own pages
+    and non-browser clients may call it.
+
+    ``serve`` runs whatever stactools package a request names, so a page on another site must
+    not be able to make a visitor's browser post one. stac-fastapi allows every origin (CORS),
+    so refuse a foreign ``Origin``; and while serving on a loopback address, a ``Host`` that
+    is not a loopback name (DNS rebinding: the browser believes another site is this server).
+    """
+
+    def guard(request: Request) -> None:
+        host = request.headers.get("host", "")
+        name = urlsplit(f"//{host}").hostname or ""
+        if loopback_only and not is_loopback(name):
+            raise HTTPException(
+                403,
+                f"Host {host!r} is not this server's; serve on 127.0.0.1 answers only to "
+                "localhost names (use --host to serve on another address)",
+            )
+        origin = request.headers.get("origin")
+        if origin is not None and origin != f"{request.url.scheme}://{host}":
+            raise HTTPException(
+                403, f"a page from {origin!r} may not change what this server ingests"
+            )
+
+    return Depends(guard)
 
 
 def _since(value: str | None) -> datetime | None:
@@ -37,13 +79,21 @@ def _since(value: str | None) -> datetime | None:
         raise HTTPException(422, f"since: {e}") from None
 
 
-def ingest_router(pipeline: LocalPipeline, pool: ConnectionPool) -> APIRouter:
-    """The ``/ingest`` routes over ``pipeline`` (which queues) and ``pool`` (which reads)."""
+def ingest_router(
+    pipeline: LocalPipeline, pool: ConnectionPool, *, loopback_only: bool = True
+) -> APIRouter:
+    """The ``/ingest`` routes over ``pipeline`` (which queues) and ``pool`` (which reads);
+    ``loopback_only``: serve listens on a loopback address (see ``caller_guard``)."""
     router = APIRouter(prefix="/ingest", tags=["ingest"])
+    guarded = [caller_guard(loopback_only)]
 
-    @router.post("/requests", status_code=202)
+    @router.post("/requests", status_code=202, dependencies=guarded)
     async def submit(request: Request) -> JSONResponse:
         """Queue an ItemRequest, CollectionRequest or STAC document, or a list of them."""
+        media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media not in JSON_TYPES:
+            # a browser sends text/plain or a form across sites without asking first
+            raise HTTPException(415, f"send the body as application/json, not {media!r}")
         body = await request.body()
         if len(body) > MAX_BODY_BYTES:
             raise HTTPException(413, f"body over {MAX_BODY_BYTES} bytes; send a pointer instead")
@@ -97,7 +147,7 @@ def ingest_router(pipeline: LocalPipeline, pool: ConnectionPool) -> APIRouter:
         following = str(request.url.include_query_params(token=after)) if after else None
         return {"requests": rows, "next": following, "next_token": after}
 
-    @router.post("/redrive/{request_id:path}", response_model=None)
+    @router.post("/redrive/{request_id:path}", response_model=None, dependencies=guarded)
     def redrive(request: Request, request_id: str) -> Response:
         """Put a dead-lettered request back on its queue; from the page, back to the page."""
         session = pipeline.session()

@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from psycopg_pool import ConnectionPool
 
 from stactools_ingest.commands.run import RUN_WORKERS
-from stactools_ingest.ingest_routes import ingest_router
+from stactools_ingest.ingest_routes import ingest_router, is_loopback
 from stactools_ingest.pipeline import LocalPipeline
 from stactools_ingest.target import connect, redact, resolve_dsn
 
@@ -48,7 +48,9 @@ def postgres_settings(dsn: str) -> Any:
     )
 
 
-def build_app(dsn: str, pipeline: LocalPipeline, pool: ConnectionPool) -> FastAPI:
+def build_app(
+    dsn: str, pipeline: LocalPipeline, pool: ConnectionPool, *, loopback_only: bool = True
+) -> FastAPI:
     """The STAC API over ``dsn`` with the ingest API mounted under ``/ingest``."""
     from stac_fastapi.pgstac.app import instantiate_api
     from stac_fastapi.pgstac.config import Settings
@@ -70,7 +72,7 @@ def build_app(dsn: str, pipeline: LocalPipeline, pool: ConnectionPool) -> FastAP
         lifespan=lifespan,
         settings=Settings(**{k.lower(): v for k, v in API_METADATA.items()}),
     )
-    api.app.include_router(ingest_router(pipeline, pool))
+    api.app.include_router(ingest_router(pipeline, pool, loopback_only=loopback_only))
     return api.app
 
 
@@ -114,7 +116,7 @@ def serve(
         max_size=4,
         open=False,
     )
-    app = build_app(dsn, pipeline, pool)
+    app = build_app(dsn, pipeline, pool, loopback_only=is_loopback(host))
     monitor = pipeline.session()
     threads = pipeline.start(monitor) if workers else []
     base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
