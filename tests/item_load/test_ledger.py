@@ -143,6 +143,30 @@ def test_an_older_message_is_superseded_and_a_late_report_does_not_unsay_loaded(
     assert with_collection.item_ids(COLL) == ["a"]
 
 
+@pytest.mark.parametrize("late", ["failed", "dead_lettered"])
+def test_a_late_item_gen_failure_does_not_unsay_loaded(with_collection, load, late):
+    # GIVEN a request whose item loaded (ItemGen published it, then its own message was
+    # delivered again, as SQS may, and that attempt failed)
+    body = sns_envelope(item("a"), attributes={"request_id": "req"})
+    assert failed_ids(load([sqs_record(body)])) == set()
+    before = row(with_collection, "req")
+    # WHEN ItemGen's failure report for the later attempt arrives, alone and beside a copy
+    report = status_report("req", late, stage="item-gen", error="boom", attempts=2)
+    assert failed_ids(load([sqs_record(sns_envelope(report))])) == set()
+    assert row(with_collection, "req")["state"] == "loaded"
+    assert failed_ids(load([sqs_record(body), sqs_record(sns_envelope(report))])) == set()
+    # THEN the ledger still says what pgstac holds, and the unapplied report is no news
+    got = row(with_collection, "req")
+    assert (got["state"], got["stage"], got["items"]) == (
+        "loaded",
+        "item-load",
+        [{"collection": COLL, "id": "a"}],
+    )
+    report = status_report("req", late, stage="item-gen", error="boom", attempts=3)
+    load([sqs_record(sns_envelope(report))])
+    assert row(with_collection, "req")["updated_at"] == got["updated_at"] > before["updated_at"]
+
+
 def test_a_report_before_the_load_shows_generated_then_loaded(with_collection, load):
     report = status_report("req", "generated", stage="item-gen", generated=1, collection=COLL)
     assert failed_ids(load([sqs_record(sns_envelope(report))])) == set()

@@ -10,7 +10,11 @@ published), so a state applies only if it says more than the one recorded: ``que
 overwrites anything else, ``generated`` only ``queued``, and ``superseded`` never ``loaded``
 (a redelivery of a loaded message that lost to a newer one does not unsay that it loaded).
 Outcomes (``loaded``, ``failed``, ``dead_lettered``) replace each other in the order they come:
-a redriven dead letter that loads becomes ``loaded``; a retry failing again, ``failed``.
+a redriven dead letter that loads becomes ``loaded``; a retry failing again, ``failed``. But
+ItemGen's failures never replace what the load stage decided (``loaded``, ``superseded``): once
+its items are published, a later attempt of the same request that fails (SQS delivers at least
+once) does not take back items pgstac holds. A write that does not apply is no news: the row's
+``updated_at`` stays.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from psycopg import sql
 from ingest_common.ledger import (
     DEAD_LETTERED,
     FAILED,
+    GEN_STAGE,
     GENERATED,
     LOAD_STAGE,
     LOADED,
@@ -96,21 +101,22 @@ def failure(
     )
 
 
-def applies(new: str, old: str) -> bool:
-    """Whether state ``new`` replaces ``old`` (the rule of the module docstring)."""
+def applies(new: str, old: str, new_stage: str = LOAD_STAGE) -> bool:
+    """Whether state ``new`` (from ``new_stage``) replaces ``old`` (the module docstring's rule)."""
     if new == QUEUED:
         return old == QUEUED
     if new == GENERATED:
         return old in (QUEUED, GENERATED)
     if new == SUPERSEDED:
         return old != LOADED
-    return True
+    return not (new_stage == GEN_STAGE and old in (LOADED, SUPERSEDED))
 
 
-_APPLIES_SQL = """NOT (
+_APPLIES_SQL = f"""NOT (
     (EXCLUDED.state = 'queued' AND l.state <> 'queued')
     OR (EXCLUDED.state = 'generated' AND l.state NOT IN ('queued', 'generated'))
-    OR (EXCLUDED.state = 'superseded' AND l.state = 'loaded'))"""
+    OR (EXCLUDED.state = 'superseded' AND l.state = 'loaded')
+    OR (EXCLUDED.stage = '{GEN_STAGE}' AND l.state IN ('loaded', 'superseded')))"""
 
 _ON_CONFLICT = f"""
     ON CONFLICT (request_id) DO UPDATE SET
@@ -127,9 +133,9 @@ _ON_CONFLICT = f"""
         generated = coalesce(EXCLUDED.generated, l.generated),
         attempts = greatest(l.attempts, EXCLUDED.attempts),
         submission_id = coalesce(l.submission_id, EXCLUDED.submission_id),
-        -- queueing again what has moved on (a rerun of the same file) is no news
-        updated_at = CASE WHEN EXCLUDED.state = 'queued' AND l.state <> 'queued'
-            THEN l.updated_at ELSE now() END
+        -- a state that does not apply (queueing again what has moved on, a late report) is
+        -- no news
+        updated_at = CASE WHEN {_APPLIES_SQL} THEN now() ELSE l.updated_at END
 """
 
 _RECORD = (
@@ -172,7 +178,7 @@ def _merge(entries: Iterable[LedgerEntry]) -> list[LedgerEntry]:
             )
             merged[entry.request_id].items = list(entry.items)
             continue
-        if applies(entry.state, known.state):
+        if applies(entry.state, known.state, entry.stage):
             known.state, known.stage, known.error = entry.state, entry.stage, entry.error
         known.collection = entry.collection or known.collection
         known.items.extend(entry.items)
