@@ -143,6 +143,18 @@ def test_an_older_message_is_superseded_and_a_late_report_does_not_unsay_loaded(
     assert with_collection.item_ids(COLL) == ["a"]
 
 
+@pytest.mark.parametrize("kind", ["item", "collection"])
+def test_an_older_copy_in_the_same_batch_is_superseded(with_collection, load, kind):
+    now = datetime.now(UTC)
+    doc = item("a") if kind == "item" else collection(COLL)
+    new = sns_envelope(doc, timestamp=now, attributes={"request_id": "new"})
+    old = sns_envelope(doc, timestamp=now - timedelta(hours=1), attributes={"request_id": "old"})
+    assert failed_ids(load([sqs_record(old), sqs_record(new)])) == set()
+    assert row(with_collection, "new")["state"] == "loaded"
+    got = row(with_collection, "old")
+    assert got is not None and got["state"] == "superseded"
+
+
 @pytest.mark.parametrize("late", ["failed", "dead_lettered"])
 def test_a_late_item_gen_failure_does_not_unsay_loaded(with_collection, load, late):
     # GIVEN a request whose item loaded (ItemGen published it, then its own message was

@@ -191,16 +191,18 @@ def _newest(
 
 def _settle_older_copies(
     losers: Sequence[tuple[Document, Document]], outcome: LoadOutcome, kind: str
-) -> None:
+) -> list[Document]:
     """An older copy succeeds (superseded) if its newer copy did; otherwise it fails too.
 
     It must not be reported loaded when it was not: it is retried, and loads then unless a
-    newer copy has landed meanwhile.
+    newer copy has landed meanwhile. Returns the superseded ones, for the ledger.
     """
+    superseded = []
     for loser, winner in losers:
         reason = outcome.document_failures.get(id(winner))
         if reason is None:
             outcome.superseded += 1
+            superseded.append(loser)
             continue
         outcome.fail(
             loser,
@@ -209,6 +211,7 @@ def _settle_older_copies(
             "loaded either and will be retried",
             permanent=False,
         )
+    return superseded
 
 
 class BatchLoader:
@@ -344,7 +347,7 @@ class BatchLoader:
             )
         outcome.superseded += len(superseded)
         outcome.collections_loaded += len(winners) - len(failed) - len(superseded)
-        _settle_older_copies(losers, outcome, "collection")
+        self._record_superseded(_settle_older_copies(losers, outcome, "collection"))
 
     def _existing_collections(
         self, ids: Iterable[str]
@@ -437,7 +440,19 @@ class BatchLoader:
                         f"could not be loaded ({type(e).__name__}: {error_text(e)})",
                         is_permanent(e),
                     )
-        _settle_older_copies(losers, outcome, "item")
+        self._record_superseded(_settle_older_copies(losers, outcome, "item"))
+
+    def _record_superseded(self, docs: Sequence[Document]) -> None:
+        """The ledger's word on older copies a newer one in the same batch beat: their
+        requests changed nothing (after the winners' transactions: nothing to hold back)."""
+        entries = [
+            ledger.for_document(d, SUPERSEDED, d.body.get("collection") or d.body.get("id"))
+            for d in docs
+            if d.request_id is not None
+        ]
+        if self.record_ledger and entries:
+            with self.conn.transaction():
+                ledger.record(self.conn, entries)
 
     def _load_collection_items(
         self, collection: str, docs: Sequence[tuple[Document, Span]], outcome: LoadOutcome
