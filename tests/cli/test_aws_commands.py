@@ -455,6 +455,9 @@ def test_a_submission_is_one_id_the_ledger_counts_by(deployed, tmp_path, pgstac)
     assert (counts["loaded"], counts["failed"]) == (3, 1)
     other = invoke(STATUS, ["--submission", "sub-other", "--dsn", pgstac.dsn, "--json"])
     assert sum(json.loads(other.stdout)["counts"].values()) == 0
+    # AND a person is told the command that asks the deployment about it
+    again = invoke(SUBMIT, [str(path), "--stack", STACK])
+    assert "status --submission sub-" in again.stdout and f"--stack {STACK})" in again.stdout
 
 
 def test_a_resumed_backfill_keeps_its_submission(deployed, tmp_path):

@@ -100,6 +100,8 @@ def test_posted_documents_land_and_pystac_client_finds_them(served):
     rows = served.settled(ids)
     assert {r["state"] for r in rows.values()} == {"loaded"}
     assert rows[ids[2]]["items"] == [{"collection": "posted", "id": "p1"}]
+    counts = served.http.get("/ingest/counts", params={"since": "1h"}).json()["counts"]
+    assert counts["loaded"] == 4 and sum(counts.values()) == 4
     # AND pystac-client searches them through the STAC API at /
     client = Client.open(served.base)
     found = client.search(collections=["posted"], bbox=[9, 39, 12, 42])
@@ -185,6 +187,20 @@ def test_a_dead_letter_is_redriven_from_the_page(served, tmp_path):
     # THEN it loads, and the ledger says so
     assert served.settled([rid])[rid]["state"] == "loaded"
     assert served.http.post(f"/ingest/redrive/{rid}").status_code == 404  # nothing dead now
+
+
+def test_odd_request_ids_are_linked_and_answered(served, tmp_path):
+    odd = "a b/c?d#e%f\u00e9"
+    request = glad_item_request(tmp_path / "2020" / "60N_000E.tif", tmp_path, request_id=odd)
+    response = served.post(request)
+    assert response.status_code == 202 and response.json()["request_ids"] == [odd]
+    [link] = response.json()["links"]
+    assert served.http.get(link["href"]).json()["request_id"] == odd
+    # NUL in an id or a filter is an answer, never a server error
+    assert served.http.get("/ingest/requests/a%00b").status_code == 404
+    assert served.http.get("/ingest/requests", params={"collection": "a\x00"}).status_code == 422
+    assert served.http.get("/ingest/counts", params={"submission": "a\x00"}).status_code == 422
+    assert served.http.post("/ingest/redrive/a%00b").status_code == 404
 
 
 def test_other_sites_cannot_queue_or_redrive_through_a_browser(served):

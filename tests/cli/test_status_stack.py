@@ -13,7 +13,7 @@ import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import boto3
 import pytest
@@ -48,9 +48,16 @@ class Gateway(BaseHTTPRequestHandler):
         if not match:
             return False
         signed = match["signed"].split(";")
+        # API Gateway decodes the query and signs its canonical form (RFC 3986: a space is
+        # %20, never "+"); a client that signed something else is refused
+        url = urlsplit(self.path)
+        canonical = "&".join(
+            f"{quote(k, safe='-_.~')}={quote(v, safe='-_.~')}"
+            for k, v in parse_qsl(url.query, keep_blank_values=True)
+        )
         request = AWSRequest(
             method="GET",
-            url=f"http://{self.headers['Host']}{self.path}",
+            url=f"http://{self.headers['Host']}{url.path}" + (f"?{canonical}" if canonical else ""),
             headers={name: self.headers[name] for name in signed},
         )
         request.context["timestamp"] = self.headers["X-Amz-Date"]
@@ -160,3 +167,56 @@ def test_an_unsigned_request_is_refused_by_the_gateway(deployment):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(deployment + "ingest/requests/r1")
     assert refused.value.code == 403
+
+
+def test_filters_with_spaces_and_unicode_are_signed_as_api_gateway_checks_them(deployment):
+    result = invoke(["--stack", STACK, "--collection", "a b+c é", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["requests"] == []
+
+
+def test_counts_cover_every_matching_request_not_only_the_page_shown(deployment):
+    result = invoke(["--stack", STACK, "--since", "1h", "--limit", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    assert len(answer["requests"]) == 1
+    assert (answer["counts"]["loaded"], answer["counts"]["failed"]) == (2, 1)
+    human = invoke(["--stack", STACK, "--since", "1h", "--limit", "1"])
+    assert "loaded 2" in human.stdout and "failed 1" in human.stdout
+
+
+def test_a_limit_over_one_page_pages_through_the_deployment(deployment):
+    result = invoke(["--stack", STACK, "--since", "1h", "--limit", "2500", "--json"])
+    assert result.exit_code == 0, result.output
+    assert sorted(r["request_id"] for r in json.loads(result.stdout)["requests"]) == [
+        "r0",
+        "r1",
+        "r2",
+    ]
+
+
+class NotTheApi(BaseHTTPRequestHandler):
+    """What a proxy or a captive portal answers in the API's place: 200 and a web page."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        body = b"<html>sign in to the wifi</html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_an_answer_that_is_not_the_apis_is_one_line(aws_env):
+    from stactools_ingest.aws_ingest_api import IngestApiError, request_status
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotTheApi)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with mock_aws(), pytest.raises(IngestApiError, match="not JSON"):
+            request_status(f"http://127.0.0.1:{server.server_port}/", "r1")
+    finally:
+        server.shutdown()

@@ -260,3 +260,12 @@ def test_a_database_that_cannot_be_reached_is_503(topics, monkeypatch):
     monkeypatch.setattr(api, "connections", ConnectionCache(LoadSettings(), port=port))
     status, body = call("GET", "/ingest/requests/x")
     assert status == 503 and "try again" in body["detail"]
+
+
+def test_nul_in_an_id_or_a_filter_is_an_answer_not_a_crash(topics, pgstac):
+    assert call("GET", "/ingest/requests/a%00b")[0] == 404
+    for name in ("collection", "submission", "state", "token"):
+        status, body = call("GET", "/ingest/requests", query={name: "a\x00b"})
+        assert status == 422 and "NUL" in body["detail"], (name, body)
+    status, body = call("GET", "/ingest/counts", query={"collection": "a\x00b"})
+    assert status == 422 and "NUL" in body["detail"]

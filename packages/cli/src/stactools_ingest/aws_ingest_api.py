@@ -3,6 +3,7 @@ credentials, as API Gateway's IAM authorization requires: ``status --stack``."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -16,6 +17,8 @@ from botocore.awsrequest import AWSRequest
 from stactools_ingest.aws_stack import AwsOpsError
 
 TIMEOUT_SECONDS = 30
+PAGE_MAX = 1000
+"""The most rows the ingest API answers in one page (``ingest_api.core.PAGE_MAX``)."""
 
 
 class IngestApiError(AwsOpsError):
@@ -47,15 +50,22 @@ def signed_get(url: str, session: boto3.Session | None = None) -> tuple[int, Any
     prepared = urllib.request.Request(url, headers=dict(request.headers.items()), method="GET")
     try:
         with urllib.request.urlopen(prepared, timeout=TIMEOUT_SECONDS) as response:
-            return response.status, json.loads(response.read() or b"null")
+            status, raw = response.status, response.read()
     except urllib.error.HTTPError as e:
         try:
             body = json.loads(e.read() or b"null")
-        except ValueError:
+        except (ValueError, OSError, http.client.HTTPException):
             body = None
         return e.code, body
-    except (urllib.error.URLError, TimeoutError) as e:
+    except (OSError, http.client.HTTPException) as e:  # refused, reset, timed out, cut short
         raise IngestApiError(f"cannot reach the ingest API at {url}: {e}") from None
+    try:
+        return status, json.loads(raw or b"null")
+    except ValueError:
+        raise IngestApiError(
+            f"{url} answered {status} with something that is not JSON ({raw[:80]!r}): is "
+            "IngestApiUrl the stack's ingest API, and nothing (a proxy) in between?"
+        ) from None
 
 
 def _detail(status: int, body: Any) -> str:
@@ -75,10 +85,31 @@ def request_status(base_url: str, request_id: str) -> dict[str, Any] | None:
     return body
 
 
-def list_requests(base_url: str, params: dict[str, str]) -> dict[str, Any]:
-    """One page of the deployment's ledger (``requests``, ``next_token``)."""
-    query = urlencode({k: v for k, v in params.items() if v is not None})
-    status, body = signed_get(f"{base_url.rstrip('/')}/ingest/requests?{query}")
+def _get(base_url: str, path: str, params: dict[str, str | None]) -> Any:
+    # RFC 3986 encoding (a space is %20): what API Gateway signs on its side
+    query = urlencode({k: v for k, v in params.items() if v is not None}, quote_via=quote)
+    status, body = signed_get(f"{base_url.rstrip('/')}{path}?{query}")
     if status != 200:
         raise IngestApiError(f"the ingest API refused the question ({_detail(status, body)})")
     return body
+
+
+def list_requests(base_url: str, params: dict[str, str | None], limit: int) -> dict[str, Any]:
+    """The newest ``limit`` rows of the deployment's ledger, page after page
+    (``requests``, and ``next_token`` where more remain)."""
+    rows: list[dict[str, Any]] = []
+    token = None
+    while True:
+        page_size = min(PAGE_MAX, limit - len(rows))
+        body = _get(
+            base_url, "/ingest/requests", {**params, "limit": str(page_size), "token": token}
+        )
+        rows += body["requests"]
+        token = body.get("next_token")
+        if not token or len(rows) >= limit:
+            return {"requests": rows, "next_token": token}
+
+
+def counts(base_url: str, params: dict[str, str | None]) -> dict[str, int]:
+    """How many of the deployment's requests are in each state."""
+    return _get(base_url, "/ingest/counts", params)["counts"]

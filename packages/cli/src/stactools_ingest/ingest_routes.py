@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from ipaddress import ip_address
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -107,7 +107,10 @@ def ingest_router(
             raise HTTPException(422, e.detail()) from None
         base = str(request.url_for("request_status", request_id="_")).removesuffix("_")
         return JSONResponse(
-            {"request_ids": ids, "links": [{"rel": "status", "href": base + i} for i in ids]},
+            {
+                "request_ids": ids,
+                "links": [{"rel": "status", "href": base + quote(i, safe="")} for i in ids],
+            },
             status_code=202,
         )
 
@@ -147,14 +150,30 @@ def ingest_router(
         following = str(request.url.include_query_params(token=after)) if after else None
         return {"requests": rows, "next": following, "next_token": after}
 
+    @router.get("/counts")
+    def count_requests(
+        since: str | None = None, collection: str | None = None, submission: str | None = None
+    ) -> dict[str, Any]:
+        """How many requests are in each state: the whole of what matches."""
+        try:
+            with pool.connection() as conn:
+                found = core.counts(
+                    conn, since=_since(since), collection=collection, submission_id=submission
+                )
+        except ValueError as e:
+            raise HTTPException(422, str(e)) from None
+        return {"counts": found}
+
     @router.post("/redrive/{request_id:path}", response_model=None, dependencies=guarded)
     def redrive(request: Request, request_id: str) -> Response:
         """Put a dead-lettered request back on its queue; from the page, back to the page."""
-        session = pipeline.session()
-        try:
-            count = session.call(lambda q: q.redrive(request_id=request_id))
-        finally:
-            session.close()
+        count = 0
+        if "\x00" not in request_id:  # no id holds NUL: nothing to redrive
+            session = pipeline.session()
+            try:
+                count = session.call(lambda q: q.redrive(request_id=request_id))
+            finally:
+                session.close()
         if "text/html" in request.headers.get("accept", ""):
             return RedirectResponse(str(request.url_for("status_page")), status_code=303)
         if not count:

@@ -80,6 +80,13 @@ def parse_body(body: bytes | str | None) -> list[Any]:
     return objs
 
 
+def _no_nul(**values: str | None) -> None:
+    """PostgreSQL text cannot hold NUL: a filter with one matches nothing, and says so (422)."""
+    for name, value in values.items():
+        if value is not None and "\x00" in value:
+            raise ValueError(f"{name} contains NUL (U+0000), which no ledger value can hold")
+
+
 def encode_token(row: dict[str, Any]) -> str:
     """Where the next page starts: after this row (newest first)."""
     raw = orjson.dumps([row["updated_at"], row["request_id"]])
@@ -107,6 +114,7 @@ def page(
     token: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of the ledger, newest first, and the token of the next (None at the end)."""
+    _no_nul(state=state, collection=collection, submission=submission_id, token=token)
     if state is not None and state not in STATES:
         raise ValueError(f"state must be one of {', '.join(STATES)}")
     if not 1 <= limit <= PAGE_MAX:
@@ -126,6 +134,22 @@ def page(
     return rows, encode_token(rows[-1]) if len(rows) == limit else None
 
 
+def counts(
+    conn: psycopg.Connection,
+    *,
+    since: datetime | None = None,
+    collection: str | None = None,
+    submission_id: str | None = None,
+) -> dict[str, int]:
+    """How many requests are in each state: the whole of what matches, not one page."""
+    _no_nul(collection=collection, submission=submission_id)
+    if not ledger.exists(conn):
+        return dict.fromkeys(STATES, 0)
+    return ledger.counts(conn, since=since, collection=collection, submission_id=submission_id)
+
+
 def one(conn: psycopg.Connection, request_id: str) -> dict[str, Any] | None:
-    """One request's row, or None."""
+    """One request's row, or None (an id with NUL names none)."""
+    if "\x00" in request_id:
+        return None
     return ledger.get(conn, request_id) if ledger.exists(conn) else None

@@ -108,6 +108,25 @@ def list_requests() -> Response:
     return _json(200, {"requests": rows, "next": following, "next_token": after})
 
 
+@app.get("/ingest/counts")
+def count_requests() -> Response:
+    """How many requests are in each state (``since``, ``collection``, ``submission``)."""
+    query = app.current_event.query_string_parameters or {}
+    try:
+        since = parse_since(query["since"]) if query.get("since") else None
+        found = _read(
+            lambda conn: core.counts(
+                conn,
+                since=since,
+                collection=query.get("collection"),
+                submission_id=query.get("submission"),
+            )
+        )
+    except ValueError as e:
+        return _json(422, {"detail": str(e)})
+    return _json(200, {"counts": found})
+
+
 @app.exception_handler(DatabaseUnavailable)
 def database_unavailable(error: DatabaseUnavailable) -> Response:
     """The ledger cannot be read right now: 503, try again."""

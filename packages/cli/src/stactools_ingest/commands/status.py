@@ -110,21 +110,15 @@ def _status_of_deployment(
         return
     if since is not None:
         since_option(since)  # refused here, in the same words, before asking
-    page = aws_ingest_api.list_requests(
-        url,
-        {
-            "state": state,
-            "since": since,
-            "collection": collection,
-            "submission": submission_id,
-            "limit": str(limit),
-        },
-    )
+    filters = {"since": since, "collection": collection, "submission": submission_id}
+    counts = aws_ingest_api.counts(url, filters)
+    page = aws_ingest_api.list_requests(url, {**filters, "state": state}, limit)
     rows = page["requests"]
     if as_json:
-        click.echo(json.dumps({"requests": rows, "next_token": page.get("next_token")}))
+        click.echo(
+            json.dumps({"counts": counts, "requests": rows, "next_token": page.get("next_token")})
+        )
         return
-    counts = {s: sum(1 for r in rows if r["state"] == s) for s in STATES}
     _print_many(counts, rows, limit)
 
 

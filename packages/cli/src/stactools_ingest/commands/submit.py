@@ -188,7 +188,8 @@ def publish_documents(
         click.echo(
             f"published {summary.published}, failed {summary.failed} "
             f"in {summary.seconds:.1f} s ({summary.rate:.1f}/s); submission {submission_id} "
-            f"(stactools-ingest status --submission {submission_id})"
+            f"(stactools-ingest status --submission {submission_id} --stack "
+            f"{getattr(outputs, 'stack_name', 'NAME')})"
         )
     if summary.failed:
         raise NotAllPublished(
