@@ -190,3 +190,27 @@ def fake_uvx(tmp_path: Path, body: str) -> Path:
     script.write_text(f"#!/bin/bash\nPIDS={tmp_path}/pids\nfor last; do :; done\n{body}\n")
     script.chmod(0o755)
     return script
+
+
+class ByteLimitedSns:
+    """moto's SNS with the limit it leaves out: a PublishBatch call of over 256 KiB in all
+    (messages and attributes) is refused, as SNS refuses it (BatchRequestTooLong)."""
+
+    def __init__(self, sns) -> None:
+        self.sns = sns
+
+    def publish_batch(self, **kwargs):
+        from botocore.exceptions import ClientError
+
+        size = sum(
+            len(e["Message"].encode())
+            + sum(
+                len(k) + len(v["StringValue"]) + 6
+                for k, v in e.get("MessageAttributes", {}).items()
+            )
+            for e in kwargs["PublishBatchRequestEntries"]
+        )
+        if size > 256 * 1024:
+            error = {"Error": {"Code": "BatchRequestTooLong", "Message": f"{size} bytes"}}
+            raise ClientError(error, "PublishBatch")
+        return self.sns.publish_batch(**kwargs)

@@ -196,6 +196,17 @@ def test_odd_request_ids_are_linked_and_answered(served, tmp_path):
     assert response.status_code == 202 and response.json()["request_ids"] == [odd]
     [link] = response.json()["links"]
     assert served.http.get(link["href"]).json()["request_id"] == odd
+    # a body over 32 MiB is refused as it arrives, declared or streamed
+    assert served.post(b"[" + b" " * (33 * 1024 * 1024) + b"]").status_code == 413
+
+    def endless():
+        for _ in range(40):
+            yield b" " * (1024 * 1024)
+
+    streamed = served.http.post(
+        "/ingest/requests", content=endless(), headers={"content-type": "application/json"}
+    )
+    assert streamed.status_code == 413
     # NUL in an id or a filter is an answer, never a server error
     assert served.http.get("/ingest/requests/a%00b").status_code == 404
     assert served.http.get("/ingest/requests", params={"collection": "a\x00"}).status_code == 422

@@ -8,7 +8,16 @@ import json
 
 import boto3
 import pytest
-from factories import COLL, LambdaContext, collection, item, sns_envelope, sqs_event, sqs_record
+from factories import (
+    COLL,
+    ByteLimitedSns,
+    LambdaContext,
+    collection,
+    item,
+    sns_envelope,
+    sqs_event,
+    sqs_record,
+)
 from moto import mock_aws
 
 from ingest_api import handler as api
@@ -156,27 +165,6 @@ def test_ids_reach_the_ledger_through_wrapped_deliveries_too(aws_env, monkeypatc
         api.connections.discard()
         row = call("GET", f"/ingest/requests/{body['request_ids'][1]}")[1]
         assert (row["state"], row["items"]) == ("loaded", [{"collection": COLL, "id": "w"}])
-
-
-class ByteLimitedSns:
-    """moto's SNS with the limit it leaves out: a PublishBatch call of over 256 KiB in all
-    (messages and attributes) is refused, as SNS refuses it (BatchRequestTooLong)."""
-
-    def __init__(self, sns) -> None:
-        self.sns = sns
-
-    def publish_batch(self, **kwargs):
-        from botocore.exceptions import ClientError
-
-        size = sum(
-            len(e["Message"].encode())
-            + sum(len(k) + len(v["StringValue"]) + 6 for k, v in e["MessageAttributes"].items())
-            for e in kwargs["PublishBatchRequestEntries"]
-        )
-        if size > 256 * 1024:
-            error = {"Error": {"Code": "BatchRequestTooLong", "Message": f"{size} bytes"}}
-            raise ClientError(error, "PublishBatch")
-        return self.sns.publish_batch(**kwargs)
 
 
 def test_many_requests_are_published_in_batches_within_sns_byte_limit(topics, monkeypatch):

@@ -170,6 +170,21 @@ def test_oversized_item_goes_through_the_payload_bucket(load_topic):
     assert json.loads(s3.get_object(Bucket="payloads", Key=key)["Body"].read()) == _big_item()
 
 
+def test_an_item_near_sns_limit_and_its_report_are_both_published(load_topic):
+    from factories import ByteLimitedSns
+
+    from ingest_common.ledger import status_report
+
+    near = _big_item()
+    near["properties"]["blob"] = "x" * (SNS_MAX_BYTES - 4000)
+    items = [{"collection": "c", "id": f"huge-{n:04}"} for n in range(200)]
+    report = status_report("r", "generated", stage="item-gen", generated=200, items=items)
+    publisher = Publisher(load_topic.arn, None, ByteLimitedSns(boto3.client("sns")))
+    publisher.publish(near, request_id="r", report=report)
+    published = load_topic.everything()
+    assert sorted(m.get("type") for m in published) == ["Feature", "stactools_ingest:status"]
+
+
 def test_oversized_item_without_bucket_is_a_clear_error(load_topic):
     publisher = Publisher(load_topic.arn, None, boto3.client("sns"))
     with pytest.raises(PayloadTooLarge, match="PAYLOAD_BUCKET"):

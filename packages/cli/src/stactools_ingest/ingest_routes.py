@@ -42,6 +42,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+async def _bounded_body(request: Request) -> bytes:
+    """The body, refused (413) as soon as it is over ``MAX_BODY_BYTES``: never held whole."""
+    too_large = HTTPException(
+        413, f"body over {MAX_BODY_BYTES} bytes; send fewer objects, or hrefs to documents"
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def caller_guard(loopback_only: bool) -> Any:
     """A check for every ingest route that changes something: only this server's own pages
     and non-browser clients may call it.
@@ -94,9 +111,7 @@ def ingest_router(
         if media not in JSON_TYPES:
             # a browser sends text/plain or a form across sites without asking first
             raise HTTPException(415, f"send the body as application/json, not {media!r}")
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise HTTPException(413, f"body over {MAX_BODY_BYTES} bytes; send a pointer instead")
+        body = await _bounded_body(request)
         try:
             objs = core.parse_body(body)
         except ValueError as e:

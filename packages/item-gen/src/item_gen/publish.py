@@ -9,6 +9,7 @@ from typing import Any
 
 from ingest_common.envelope import SNS_MAX_BYTES as SNS_LIMIT_BYTES
 from ingest_common.ledger import REQUEST_ID_ATTRIBUTE, SUBMISSION_ATTRIBUTE
+from ingest_common.sns_batches import attributes_size
 from item_gen.errors import PayloadTooLarge, PublishFailed
 
 logger = logging.getLogger(__name__)
@@ -71,8 +72,12 @@ class Publisher:
             if value
         }
         entries = [{"Id": "doc", "Message": message, "MessageAttributes": attributes}]
+        later = []  # the report, when the two would be over one call's 256 KiB
         if report is not None:
-            entries.append({"Id": "report", "Message": json.dumps(report, separators=(",", ":"))})
+            text = json.dumps(report, separators=(",", ":"))
+            size = len(message.encode()) + len(text.encode()) + attributes_size(attributes)
+            target = entries if size <= SNS_LIMIT_BYTES else later
+            target.append({"Id": "report", "Message": text})
         what = f"{doc.get('type')} {doc.get('id')}"
         try:
             response = self.sns.publish_batch(
@@ -81,6 +86,14 @@ class Publisher:
         except Exception as e:
             raise PublishFailed(f"could not publish {what} to {self.topic_arn}: {e}") from e
         failed = {f["Id"]: f for f in response.get("Failed", [])}
+        if later:
+            try:
+                response_later = self.sns.publish_batch(
+                    TopicArn=self.topic_arn, PublishBatchRequestEntries=later
+                )
+                failed.update((f["Id"], f) for f in response_later.get("Failed", []))
+            except Exception as e:
+                failed["report"] = {"Message": str(e)}
         if "doc" in failed:
             f = failed["doc"]
             raise PublishFailed(
