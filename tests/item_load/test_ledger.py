@@ -177,6 +177,11 @@ def test_a_late_item_gen_failure_does_not_unsay_loaded(with_collection, load, la
     report = status_report("req", late, stage="item-gen", error="boom", attempts=3)
     load([sqs_record(sns_envelope(report))])
     assert row(with_collection, "req")["updated_at"] == got["updated_at"] > before["updated_at"]
+    # BUT a first attempt that fails is the request sent again under its old id: that shows
+    report = status_report("req", late, stage="item-gen", error="gone", attempts=1)
+    load([sqs_record(sns_envelope(report))])
+    got = row(with_collection, "req")
+    assert (got["state"], got["stage"], got["error"]) == (late, "item-gen", "gone")
 
 
 def test_a_report_before_the_load_shows_generated_then_loaded(with_collection, load):

@@ -450,9 +450,14 @@ class BatchLoader:
             for d in docs
             if d.request_id is not None
         ]
-        if self.record_ledger and entries:
+        if not (self.record_ledger and entries):
+            return
+
+        def write() -> None:
             with self.conn.transaction():
                 ledger.record(self.conn, entries)
+
+        retrying(write)  # contention is retried; an outage fails the batch, as any write's
 
     def _load_collection_items(
         self, collection: str, docs: Sequence[tuple[Document, Span]], outcome: LoadOutcome

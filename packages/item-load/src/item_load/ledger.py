@@ -11,10 +11,11 @@ overwrites anything else, ``generated`` only ``queued``, and ``superseded`` neve
 (a redelivery of a loaded message that lost to a newer one does not unsay that it loaded).
 Outcomes (``loaded``, ``failed``, ``dead_lettered``) replace each other in the order they come:
 a redriven dead letter that loads becomes ``loaded``; a retry failing again, ``failed``. But
-ItemGen's failures never replace what the load stage decided (``loaded``, ``superseded``): once
-its items are published, a later attempt of the same request that fails (SQS delivers at least
-once) does not take back items pgstac holds. A write that does not apply is no news: the row's
-``updated_at`` stays.
+ItemGen's failures on a redelivery (attempt 2 or later) never replace what the load stage
+decided (``loaded``, ``superseded``): once its items are published, another delivery of the same
+message that fails (SQS delivers at least once) does not take back items pgstac holds. A first
+attempt that fails is a request sent again under an id it used before: that failure shows.
+A write that does not apply is no news: the row's ``updated_at`` stays.
 """
 
 from __future__ import annotations
@@ -101,22 +102,24 @@ def failure(
     )
 
 
-def applies(new: str, old: str, new_stage: str = LOAD_STAGE) -> bool:
-    """Whether state ``new`` (from ``new_stage``) replaces ``old`` (the module docstring's rule)."""
+def applies(new: str, old: str, new_stage: str = LOAD_STAGE, new_attempts: int = 0) -> bool:
+    """Whether state ``new`` (from ``new_stage``, on attempt ``new_attempts``) replaces ``old``
+    (the module docstring's rule)."""
     if new == QUEUED:
         return old == QUEUED
     if new == GENERATED:
         return old in (QUEUED, GENERATED)
     if new == SUPERSEDED:
         return old != LOADED
-    return not (new_stage == GEN_STAGE and old in (LOADED, SUPERSEDED))
+    return not (new_stage == GEN_STAGE and new_attempts > 1 and old in (LOADED, SUPERSEDED))
 
 
 _APPLIES_SQL = f"""NOT (
     (EXCLUDED.state = 'queued' AND l.state <> 'queued')
     OR (EXCLUDED.state = 'generated' AND l.state NOT IN ('queued', 'generated'))
     OR (EXCLUDED.state = 'superseded' AND l.state = 'loaded')
-    OR (EXCLUDED.stage = '{GEN_STAGE}' AND l.state IN ('loaded', 'superseded')))"""
+    OR (EXCLUDED.stage = '{GEN_STAGE}' AND EXCLUDED.attempts > 1
+        AND l.state IN ('loaded', 'superseded')))"""
 
 _ON_CONFLICT = f"""
     ON CONFLICT (request_id) DO UPDATE SET
@@ -161,6 +164,7 @@ _RECORD_STAGED = (
     FROM {staging}
     WHERE request_id IS NOT NULL AND seq <> ALL(%(refused)s::integer[])
     GROUP BY request_id
+    ORDER BY request_id
     """
     + _ON_CONFLICT
 )
@@ -178,7 +182,7 @@ def _merge(entries: Iterable[LedgerEntry]) -> list[LedgerEntry]:
             )
             merged[entry.request_id].items = list(entry.items)
             continue
-        if applies(entry.state, known.state, entry.stage):
+        if applies(entry.state, known.state, entry.stage, entry.attempts):
             known.state, known.stage, known.error = entry.state, entry.stage, entry.error
         known.collection = entry.collection or known.collection
         known.items.extend(entry.items)
@@ -203,7 +207,8 @@ def _text(value: str | None, limit: int) -> str | None:
 
 def record(conn: psycopg.Connection, entries: Iterable[LedgerEntry]) -> None:
     """Write ``entries`` in one statement, in the caller's transaction."""
-    rows = _merge(entries)
+    # in one order for every writer, so two batches touching the same rows cannot deadlock
+    rows = sorted(_merge(entries), key=lambda r: r.request_id)
     if not rows:
         return
     conn.execute(
