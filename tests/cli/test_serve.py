@@ -207,6 +207,9 @@ def test_odd_request_ids_are_linked_and_answered(served, tmp_path):
         "/ingest/requests", content=endless(), headers={"content-type": "application/json"}
     )
     assert streamed.status_code == 413
+    # more objects than one post takes: the local command for files of any size is named
+    many = served.post([{"type": "Feature"}] * 10_001)
+    assert many.status_code == 400 and "stactools-ingest run FILE" in many.json()["detail"]
     # NUL in an id or a filter is an answer, never a server error
     assert served.http.get("/ingest/requests/a%00b").status_code == 404
     assert served.http.get("/ingest/requests", params={"collection": "a\x00"}).status_code == 422
@@ -236,11 +239,16 @@ def test_other_sites_cannot_queue_or_redrive_through_a_browser(served):
         "/ingest/redrive/x", headers={"origin": "https://evil.example", "accept": "text/html"}
     )
     assert redrive.status_code == 403
+    # and a rebound page cannot read the ledger either; a Host that is no name is 400
+    assert served.http.get("/ingest/requests", headers={"host": "evil.example"}).status_code == 403
+    assert served.http.get("/ingest/", headers={"host": "[::1"}).status_code == 400
     assert served.http.get("/ingest/requests").json()["requests"] == []
     # while this server's own page and non-browser clients are served
     own = served.post(collection("own"), origin=served.base)
     assert own.status_code == 202
-    local = served.post(collection("local"), host=f"localhost:{port}")
+    local = served.post(
+        collection("local"), host=f"LOCALHOST:{port}", origin=f"http://localhost:{port}"
+    )
     assert local.status_code == 202
 
 

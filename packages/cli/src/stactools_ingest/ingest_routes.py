@@ -27,6 +27,8 @@ from stactools_ingest.ingest_page import render_page
 from stactools_ingest.pipeline import LocalPipeline
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
+SERVE_MAX_OBJECTS = 10_000
+"""Per post to ``serve``: queueing is local, so more than the deployment's API takes a call."""
 State = Literal["queued", "generated", "loaded", "failed", "dead_lettered", "superseded"]
 JSON_TYPES = ("application/json", "application/geo+json")
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
@@ -60,26 +62,32 @@ async def _bounded_body(request: Request) -> bytes:
 
 
 def caller_guard(loopback_only: bool) -> Any:
-    """A check for every ingest route that changes something: only this server's own pages
-    and non-browser clients may call it.
+    """A check for every ingest route: only this server's own pages and non-browser clients.
 
     ``serve`` runs whatever stactools package a request names, so a page on another site must
     not be able to make a visitor's browser post one. stac-fastapi allows every origin (CORS),
-    so refuse a foreign ``Origin``; and while serving on a loopback address, a ``Host`` that
-    is not a loopback name (DNS rebinding: the browser believes another site is this server).
+    so a change (any method but GET/HEAD) from a foreign ``Origin`` is refused; and while
+    serving on a loopback address, so is a ``Host`` that is not a loopback name, on every route
+    (DNS rebinding: the browser believes another site is this server, and could read the
+    ledger too).
     """
 
     def guard(request: Request) -> None:
-        host = request.headers.get("host", "")
-        name = urlsplit(f"//{host}").hostname or ""
+        host = request.headers.get("host", "").lower()
+        try:
+            name = urlsplit(f"//{host}").hostname or ""
+        except ValueError:
+            raise HTTPException(400, f"Host {host!r} is not a host name") from None
         if loopback_only and not is_loopback(name):
             raise HTTPException(
                 403,
-                f"Host {host!r} is not this server's; serve on 127.0.0.1 answers only to "
-                "localhost names (use --host to serve on another address)",
+                f"Host {host!r} is not this server's; serve on a loopback address answers only "
+                "to localhost names (serve --host ADDRESS listens elsewhere)",
             )
+        if request.method in ("GET", "HEAD"):
+            return
         origin = request.headers.get("origin")
-        if origin is not None and origin != f"{request.url.scheme}://{host}":
+        if origin is not None and origin.lower() != f"{request.url.scheme}://{host}":
             raise HTTPException(
                 403, f"a page from {origin!r} may not change what this server ingests"
             )
@@ -101,10 +109,11 @@ def ingest_router(
 ) -> APIRouter:
     """The ``/ingest`` routes over ``pipeline`` (which queues) and ``pool`` (which reads);
     ``loopback_only``: serve listens on a loopback address (see ``caller_guard``)."""
-    router = APIRouter(prefix="/ingest", tags=["ingest"])
-    guarded = [caller_guard(loopback_only)]
+    router = APIRouter(
+        prefix="/ingest", tags=["ingest"], dependencies=[caller_guard(loopback_only)]
+    )
 
-    @router.post("/requests", status_code=202, dependencies=guarded)
+    @router.post("/requests", status_code=202)
     async def submit(request: Request) -> JSONResponse:
         """Queue an ItemRequest, CollectionRequest or STAC document, or a list of them."""
         media = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -113,7 +122,9 @@ def ingest_router(
             raise HTTPException(415, f"send the body as application/json, not {media!r}")
         body = await _bounded_body(request)
         try:
-            objs = core.parse_body(body)
+            objs = core.parse_body(
+                body, SERVE_MAX_OBJECTS, "stactools-ingest run FILE takes files of any size"
+            )
         except ValueError as e:
             raise HTTPException(400, str(e)) from None
         try:
@@ -179,7 +190,7 @@ def ingest_router(
             raise HTTPException(422, str(e)) from None
         return {"counts": found}
 
-    @router.post("/redrive/{request_id:path}", response_model=None, dependencies=guarded)
+    @router.post("/redrive/{request_id:path}", response_model=None)
     def redrive(request: Request, request_id: str) -> Response:
         """Put a dead-lettered request back on its queue; from the page, back to the page."""
         count = 0

@@ -18,8 +18,8 @@ from ingest_common.ledger import STATES, clean_request_id
 from item_load import ledger
 
 MAX_OBJECTS = 2_000
-"""Per call: what the Lambda publishes well inside API Gateway's 29 s (``submit`` takes files
-of any size)."""
+"""Per call to the deployment's API: what its Lambda publishes well inside API Gateway's 29 s
+(``submit`` takes files of any size)."""
 PAGE_MAX = 1000
 
 
@@ -65,18 +65,19 @@ def validate(objs: Sequence[Any]) -> list[Routed]:
     return routed
 
 
-def parse_body(body: bytes | str | None) -> list[Any]:
+def parse_body(
+    body: bytes | str | None,
+    max_objects: int = MAX_OBJECTS,
+    bulk_hint: str = "stactools-ingest submit FILE --stack NAME publishes files of any size",
+) -> list[Any]:
     """The posted objects: one, or a list; ValueError saying what is wrong with the body."""
     try:
         data = orjson.loads(body or b"")
     except orjson.JSONDecodeError as e:
         raise ValueError(f"body is not valid JSON: {e}") from None
     objs = data if isinstance(data, list) else [data]
-    if len(objs) > MAX_OBJECTS:
-        raise ValueError(
-            f"{len(objs)} objects; send at most {MAX_OBJECTS} per call "
-            "(stactools-ingest submit publishes files of any size)"
-        )
+    if len(objs) > max_objects:
+        raise ValueError(f"{len(objs)} objects; send at most {max_objects} per call ({bulk_hint})")
     return objs
 
 
