@@ -57,6 +57,25 @@ def test_route_splits_a_feature_collection_over_the_size_limit():
     assert ids == [f"i{n}" for n in range(30)]
 
 
+def test_split_pieces_leave_room_for_the_attributes_sns_counts_too():
+    from ingest_common.ledger import new_submission_id
+    from ingest_common.sns_batches import attributes_size, string_attributes
+
+    # features sized so that 100 of them fill a piece to SNS's last byte
+    shell = len(json.dumps({"type": "FeatureCollection", "features": []}, separators=(",", ":")))
+    target = (SNS_MAX_BYTES - shell) // 100 - 1
+
+    def feature(n: int) -> dict:
+        f = item(f"i{n:03}", "c")
+        f["properties"]["pad"] = ""
+        f["properties"]["pad"] = "x" * (target - len(json.dumps(f, separators=(",", ":"))))
+        return f
+
+    routed = route({"type": "FeatureCollection", "features": [feature(n) for n in range(300)]})
+    attributes = string_attributes({"submission_id": new_submission_id(), "request_id": "r" * 40})
+    assert all(len(m.encode()) + attributes_size(attributes) <= SNS_MAX_BYTES for _, m in routed)
+
+
 def _counting(sns: Any, calls: list[int], **overrides: Any) -> Wrapped:
     def publish_batch(**kwargs):
         calls.append(len(kwargs["PublishBatchRequestEntries"]))

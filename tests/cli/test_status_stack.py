@@ -39,6 +39,7 @@ class Gateway(BaseHTTPRequestHandler):
     """API Gateway with IAM auth, in front of the ingest API Lambda."""
 
     calls: list[str] = []
+    missing: frozenset[str] = frozenset()  # paths a deployment from before them lacks
 
     def log_message(self, *args) -> None:
         pass
@@ -76,6 +77,9 @@ class Gateway(BaseHTTPRequestHandler):
             return
         url = urlsplit(self.path)
         Gateway.calls.append(self.path)
+        if url.path in Gateway.missing:
+            self._send(404, {"message": "Not Found"})
+            return
         event = {
             "version": "2.0",
             "routeKey": "$default",
@@ -127,6 +131,7 @@ def deployment(aws_env, pgstac) -> Iterator[str]:
             StackName=STACK, TemplateBody=json.dumps(template)
         )
         Gateway.calls = []
+        Gateway.missing = frozenset()
         yield url
     server.shutdown()
     api.connections.discard()
@@ -185,7 +190,7 @@ def test_counts_cover_every_matching_request_not_only_the_page_shown(deployment)
     assert "loaded 2" in human.stdout and "failed 1" in human.stdout
 
 
-def test_a_limit_over_one_page_pages_through_the_deployment(deployment):
+def test_a_limit_over_one_page_pages_through_the_deployment(deployment, monkeypatch):
     result = invoke(["--stack", STACK, "--since", "1h", "--limit", "2500", "--json"])
     assert result.exit_code == 0, result.output
     assert sorted(r["request_id"] for r in json.loads(result.stdout)["requests"]) == [
@@ -193,6 +198,23 @@ def test_a_limit_over_one_page_pages_through_the_deployment(deployment):
         "r1",
         "r2",
     ]
+    # with pages of two, three rows take two pages, the second asked with the first's token
+    from stactools_ingest import aws_ingest_api
+
+    monkeypatch.setattr(aws_ingest_api, "PAGE_MAX", 2)
+    Gateway.calls = []
+    result = invoke(["--stack", STACK, "--since", "1h", "--limit", "3", "--json"])
+    rows = json.loads(result.stdout)["requests"]
+    assert sorted(r["request_id"] for r in rows) == ["r0", "r1", "r2"]
+    pages = [c for c in Gateway.calls if c.startswith("/ingest/requests?")]
+    assert len(pages) == 2 and "token=" in pages[1] and "limit=1" in pages[1]
+
+
+def test_a_deployment_from_before_counts_still_lists(deployment):
+    Gateway.missing = frozenset({"/ingest/counts"})
+    result = invoke(["--stack", STACK, "--since", "1h", "--limit", "1"])
+    assert result.exit_code == 0, result.output
+    assert "counts are of the rows shown" in result.stderr
 
 
 class NotTheApi(BaseHTTPRequestHandler):

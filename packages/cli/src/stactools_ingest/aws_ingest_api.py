@@ -85,10 +85,16 @@ def request_status(base_url: str, request_id: str) -> dict[str, Any] | None:
     return body
 
 
+class NoSuchRoute(IngestApiError):
+    """The deployment's API predates this route: redeploy to get it."""
+
+
 def _get(base_url: str, path: str, params: dict[str, str | None]) -> Any:
     # RFC 3986 encoding (a space is %20): what API Gateway signs on its side
     query = urlencode({k: v for k, v in params.items() if v is not None}, quote_via=quote)
     status, body = signed_get(f"{base_url.rstrip('/')}{path}?{query}")
+    if status == 404:
+        raise NoSuchRoute(f"the ingest API has no {path} ({_detail(status, body)})")
     if status != 200:
         raise IngestApiError(f"the ingest API refused the question ({_detail(status, body)})")
     return body
@@ -110,6 +116,10 @@ def list_requests(base_url: str, params: dict[str, str | None], limit: int) -> d
             return {"requests": rows, "next_token": token}
 
 
-def counts(base_url: str, params: dict[str, str | None]) -> dict[str, int]:
-    """How many of the deployment's requests are in each state."""
-    return _get(base_url, "/ingest/counts", params)["counts"]
+def counts(base_url: str, params: dict[str, str | None]) -> dict[str, int] | None:
+    """How many of the deployment's requests are in each state; None from a deployment whose
+    API predates ``/ingest/counts``."""
+    try:
+        return _get(base_url, "/ingest/counts", params)["counts"]
+    except NoSuchRoute:
+        return None

@@ -32,6 +32,11 @@ __all__ = [
 ]
 
 
+SPLIT_BYTES = SNS_MAX_BYTES - 2048
+"""What a piece of a split FeatureCollection may weigh: SNS counts the message attributes
+(``submission_id``, ``request_id``) in the 256 KiB too."""
+
+
 def sns_client() -> Any:
     """An SNS client whose whole calls are retried by botocore's adaptive mode."""
     return client("sns", SNS_CONFIG)
@@ -67,7 +72,7 @@ def route(doc: Any) -> list[tuple[str, str]]:
 def _split_feature_collection(doc: dict) -> list[str]:
     """One message when it fits, else FeatureCollections of as many features as fit each."""
     whole = _dumps(doc)
-    if len(whole.encode()) <= SNS_MAX_BYTES or len(doc.get("features") or []) < 2:
+    if len(whole.encode()) <= SPLIT_BYTES or len(doc.get("features") or []) < 2:
         return [whole]
     shell = {k: v for k, v in doc.items() if k != "features"}
     overhead = len(_dumps({**shell, "features": []}).encode())
@@ -76,7 +81,7 @@ def _split_feature_collection(doc: dict) -> list[str]:
     for feature in doc["features"]:
         text = _dumps(feature)
         n = len(text.encode()) + 1  # the comma
-        if chunks[-1] and size + n > SNS_MAX_BYTES:
+        if chunks[-1] and size + n > SPLIT_BYTES:
             chunks.append([])
             size = overhead
         chunks[-1].append(text)
