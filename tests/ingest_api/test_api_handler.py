@@ -186,6 +186,40 @@ def test_many_requests_are_published_in_batches_within_sns_byte_limit(topics, mo
     )
 
 
+class RefusesFirstEntryOnce:
+    """SNS throttling one entry of a call (the call itself succeeds), once."""
+
+    def __init__(self, sns) -> None:
+        self.sns, self.refused = sns, False
+
+    def publish_batch(self, **kwargs):
+        entries = kwargs["PublishBatchRequestEntries"]
+        if self.refused:
+            return self.sns.publish_batch(**kwargs)
+        self.refused = True
+        response = self.sns.publish_batch(**{**kwargs, "PublishBatchRequestEntries": entries[1:]})
+        response["Failed"] = [
+            {"Id": entries[0]["Id"], "Code": "Throttling", "Message": "Rate exceeded"}
+        ]
+        return response
+
+
+def test_a_refused_document_is_reported_not_resent_behind_a_newer_copy(topics, monkeypatch):
+    sns = RefusesFirstEntryOnce(boto3.client("sns"))
+    refusing = api.TopicPublisher(
+        {"gen": topics.arns["gen"], "load": topics.arns["load"]}, sns, None
+    )
+    monkeypatch.setattr(api, "publisher", functools.cache(lambda: refusing))
+    older = item("a")
+    newer = {**item("a"), "properties": {**item("a")["properties"], "version": 2}}
+    status, body = call("POST", "/ingest/requests", [older, newer])
+    # THEN the older copy is reported for the caller to post again, and never sent after
+    # the newer one (which ItemLoad would then take for the newest)
+    assert status == 502
+    assert [e["index"] for e in body["errors"]] == [0] and body["request_ids"][0] is None
+    assert [json.loads(b)["properties"].get("version") for b in topics.bodies("load")] == [2]
+
+
 def test_too_many_objects_for_one_call_are_400_pointing_at_submit(topics):
     status, body = call("POST", "/ingest/requests", [REQUEST] * 2001)
     assert status == 400 and "submit" in body["detail"]

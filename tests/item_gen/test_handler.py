@@ -14,7 +14,7 @@ from moto import mock_aws
 
 from ingest_common.ledger import is_status_report
 from item_gen import handler as gen_handler
-from item_gen.errors import PayloadTooLarge
+from item_gen.errors import PayloadTooLarge, PublishFailed
 from item_gen.publish import SNS_MAX_BYTES, Publisher
 from item_load import handler as load_handler
 
@@ -183,6 +183,30 @@ def test_an_item_near_sns_limit_and_its_report_are_both_published(load_topic):
     publisher.publish(near, request_id="r", report=report)
     published = load_topic.everything()
     assert sorted(m.get("type") for m in published) == ["Feature", "stactools_ingest:status"]
+
+
+def test_no_report_is_published_for_an_item_sns_refused(load_topic):
+    from factories import ByteLimitedSns
+
+    from ingest_common.ledger import status_report
+
+    class RefusesTheItem(ByteLimitedSns):
+        def publish_batch(self, **kwargs):
+            entries = kwargs["PublishBatchRequestEntries"]
+            kept = [e for e in entries if e["Id"] != "doc"]
+            response = super().publish_batch(**{**kwargs, "PublishBatchRequestEntries": kept})
+            if len(kept) < len(entries):
+                response["Failed"] = [{"Id": "doc", "Code": "InternalError", "Message": "x"}]
+            return response
+
+    near = _big_item()
+    near["properties"]["blob"] = "x" * (SNS_MAX_BYTES - 4000)
+    items = [{"collection": "c", "id": f"huge-{n:04}"} for n in range(200)]
+    report = status_report("r", "generated", stage="item-gen", generated=200, items=items)
+    publisher = Publisher(load_topic.arn, None, RefusesTheItem(boto3.client("sns")))
+    with pytest.raises(PublishFailed):
+        publisher.publish(near, request_id="r", report=report)
+    assert load_topic.everything() == []
 
 
 def test_oversized_item_without_bucket_is_a_clear_error(load_topic):

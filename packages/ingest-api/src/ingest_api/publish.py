@@ -53,15 +53,16 @@ class TopicPublisher:
     def publish(self, objs: Sequence[Routed]) -> Published:
         """Publish every object; never raises for one object's failure.
 
-        Documents go out in order from one thread: two versions of one item in one post must
-        reach ItemLoad in the order they were posted.
+        Documents go out in order from one thread, and an entry SNS refuses is not resent
+        after the ones behind it (it is reported, for the caller to post again): two versions
+        of one item in one post must reach ItemLoad in the order they were posted.
         """
         ids = [r.given_id or new_request_id() for r in objs]
         failed: dict[int, str] = {}
-        for stage, workers in (("gen", GEN_WORKERS), ("load", 1)):
+        for stage, workers, attempts in (("gen", GEN_WORKERS, 3), ("load", 1, 1)):
             indexed = [n for n, r in enumerate(objs) if r.stage == stage]
             if indexed:
-                self._publish(stage, workers, indexed, objs, ids, failed)
+                self._publish(stage, workers, attempts, indexed, objs, ids, failed)
         return Published(
             [None if n in failed else i for n, i in enumerate(ids)],
             [{"index": n, "reason": failed[n]} for n in sorted(failed)],
@@ -71,6 +72,7 @@ class TopicPublisher:
         self,
         stage: str,
         workers: int,
+        attempts: int,
         indexed: list[int],
         objs: Sequence[Routed],
         ids: list[str],
@@ -83,7 +85,7 @@ class TopicPublisher:
 
         batches = BatchPublisher(
             self.sns,
-            max_attempts=3,
+            max_attempts=attempts,
             max_delay=2.0,
             workers=workers,
             on_error=refused,

@@ -9,7 +9,9 @@ attribute ``request_id``), else the id AWS gave the message it came in: the SNS 
 when SNS wraps its deliveries, or the SQS ``messageId`` for raw deliveries (the stack's
 default, where the MessageId ``aws sns publish`` prints never reaches the stage). So whoever
 publishes for a user (the ingest API, ItemGen) names every message with the attribute. A
-redrive keeps the body and attributes, so a redriven request keeps its id.
+redrive keeps the body and attributes, so a redriven request that was named (field or
+attribute) keeps its id; one known only by its SQS messageId gets a new one when it is
+dead-lettered and again when redriven (``submit`` names its messages only by submission).
 """
 
 from __future__ import annotations

@@ -86,7 +86,7 @@ class Publisher:
         except Exception as e:
             raise PublishFailed(f"could not publish {what} to {self.topic_arn}: {e}") from e
         failed = {f["Id"]: f for f in response.get("Failed", [])}
-        if later:
+        if later and "doc" not in failed:  # a report for an item SNS refused would be untrue
             try:
                 response_later = self.sns.publish_batch(
                     TopicArn=self.topic_arn, PublishBatchRequestEntries=later
