@@ -11,13 +11,14 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 from factories import collection, item
 from geotiffs import GLAD_COLLECTION, glad_collection_request, glad_item_request, glad_tiles
-from test_run import CLI, REPO
+from test_run import CLI, REPO, cli
 
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", REPO / "test-artifacts"))
 TERMINAL = {"loaded", "dead_lettered", "superseded"}
@@ -56,11 +57,12 @@ class Served:
             time.sleep(0.5)
 
 
-@pytest.fixture
-def served(pgstac) -> Iterator[Served]:
+@contextmanager
+def serving(dsn: str, workers: int = 2) -> Iterator[Served]:
+    """``stactools-ingest serve`` on a free port, answering; stopped with Ctrl-C after."""
     port = free_port()
     proc = subprocess.Popen(
-        [CLI, "serve", "--dsn", pgstac.dsn, "--port", str(port), "--workers", "2"],
+        [CLI, "serve", "--dsn", dsn, "--port", str(port), "--workers", str(workers)],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -77,13 +79,44 @@ def served(pgstac) -> Iterator[Served]:
             pass
         assert time.monotonic() < deadline, "serve did not answer within 60 s"
         time.sleep(0.2)
-    yield Served(base, proc)
-    proc.send_signal(signal.SIGINT)  # Ctrl-C: the workers finish what they hold, then exit
     try:
-        proc.wait(timeout=60)
+        yield Served(base, proc)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the workers finish what they hold, then exit
+        try:
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+@pytest.fixture
+def served(pgstac) -> Iterator[Served]:
+    with serving(pgstac.dsn) as s:
+        yield s
+
+
+def test_what_run_loaded_is_searched_through_serve_with_pystac_client(pgstac, tmp_path):
+    from pystac_client import Client
+
+    # GIVEN a file of a collection and five items, loaded by `run`
+    docs = [collection("ran")] + [item(f"r{n}", "ran", x=n * 10) for n in range(5)]
+    path = tmp_path / "docs.ndjson"
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    assert cli("run", str(path), "--dsn", pgstac.dsn, "-q").returncode == 0
+    # WHEN serve runs over the same database
+    with serving(pgstac.dsn, workers=0) as served:
+        client = Client.open(served.base)
+        # THEN pystac-client finds them, by collection and by place
+        assert sorted(i.id for i in client.search(collections=["ran"]).items()) == [
+            f"r{n}" for n in range(5)
+        ]
+        found = client.search(collections=["ran"], bbox=[19, 39, 22, 42])
+        assert [i.id for i in found.items()] == ["r2"]
+        # AND the ledger through the API says how each got there
+        listed = served.http.get("/ingest/requests", params={"collection": "ran"}).json()
+        assert {r["state"] for r in listed["requests"]} == {"loaded"}
+        assert len(listed["requests"]) == 6
 
 
 def test_posted_documents_land_and_pystac_client_finds_them(served):
