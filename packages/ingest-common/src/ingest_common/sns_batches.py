@@ -134,7 +134,6 @@ class BatchPublisher:
         self.sns = sns
         # String message attributes every message carries (the submission id).
         self.attributes = string_attributes(attributes)
-        self._attributes_size = attributes_size(self.attributes)
         self.on_settled = on_settled
         self.max_attempts = max_attempts
         self.base_delay = base_delay
