@@ -169,3 +169,20 @@ def test_stactools_is_pinned_by_default(monkeypatch):
     # Every package environment gets the same stactools unless STACTOOLS_SPEC says otherwise.
     monkeypatch.delenv("STACTOOLS_SPEC", raising=False)
     assert GenSettings().stactools_spec == "stactools==0.5.3"
+
+
+def test_a_tracebacks_exception_leads_its_stderr_tail():
+    from item_gen.runner import STDERR_TAIL, stderr_tail
+
+    frames = "".join(
+        f'  File "/site-packages/pkg/m{n}.py", line {n}, in f{n}\n    x()\n' for n in range(200)
+    )
+    cause = "rasterio.errors.RasterioIOError: a.tif: No such file or directory"
+    text = f"Traceback (most recent call last):\n{frames}{cause}\n"
+    tail = stderr_tail(text)
+    # the cause first, where a person reading the ledger or the DLQ looks, then the context
+    assert tail.startswith("rasterio.errors.RasterioIOError: a.tif: No such file or directory\n…")
+    assert len(tail) <= STDERR_TAIL + 600
+    # output that is no traceback is cut as before
+    assert stderr_tail("x" * (STDERR_TAIL + 10)) == "…" + "x" * STDERR_TAIL
+    assert stderr_tail("error: no such package\n") == "error: no such package"

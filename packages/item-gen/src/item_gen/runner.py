@@ -40,9 +40,17 @@ def command_for(request: Request, destination: Path, settings: GenSettings) -> l
 
 
 def stderr_tail(text: str) -> str:
-    """The end of a command's stderr, short enough for a log line and an error message."""
+    """The end of a command's stderr, short enough for a log line and an error message.
+
+    A Python traceback's last line (the exception) is repeated first: that is what a person
+    reading the ledger, the page or the DLQ needs, and the frames above it push it far right.
+    """
     text = text.strip()
-    return text if len(text) <= STDERR_TAIL else "…" + text[-STDERR_TAIL:]
+    tail = text if len(text) <= STDERR_TAIL else "…" + text[-STDERR_TAIL:]
+    if "Traceback (most recent call last)" not in text:
+        return tail
+    cause = text.rsplit("\n", 1)[-1].strip()[:500]
+    return f"{cause}\n{tail}" if cause and not tail.startswith(cause) else tail
 
 
 def destination_in(workdir: Path, request: Request) -> Path:
