@@ -9,7 +9,7 @@ from typing import Any
 
 from ingest_common.envelope import SNS_MAX_BYTES as SNS_LIMIT_BYTES
 from ingest_common.ledger import REQUEST_ID_ATTRIBUTE, SUBMISSION_ATTRIBUTE
-from ingest_common.sns_batches import attributes_size
+from ingest_common.sns_batches import attributes_size, string_attributes
 from item_gen.errors import PayloadTooLarge, PublishFailed
 
 logger = logging.getLogger(__name__)
@@ -59,18 +59,13 @@ class Publisher:
 
         ``request_id`` (and ``submission_id``) travel as the message attributes the load stage
         records the document under. ``report`` (a status report for the ledger) goes in the same
-        PublishBatch call; it is best effort: a report SNS refuses is logged, the document's
-        publish stands.
+        PublishBatch call, or in one after it when the two would be over 256 KiB; it is best
+        effort: a report SNS refuses is logged, the document's publish stands.
         """
         message = self.message_for(doc)
-        attributes = {
-            name: {"DataType": "String", "StringValue": value}
-            for name, value in (
-                (REQUEST_ID_ATTRIBUTE, request_id),
-                (SUBMISSION_ATTRIBUTE, submission_id),
-            )
-            if value
-        }
+        attributes = string_attributes(
+            {REQUEST_ID_ATTRIBUTE: request_id, SUBMISSION_ATTRIBUTE: submission_id}
+        )
         entries = [{"Id": "doc", "Message": message, "MessageAttributes": attributes}]
         later = []  # the report, when the two would be over one call's 256 KiB
         if report is not None:
