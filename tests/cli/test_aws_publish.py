@@ -10,15 +10,10 @@ from botocore.exceptions import ClientError
 from factories import collection, item
 from moto_stack import Wrapped
 
+from ingest_common.envelope import SNS_MAX_BYTES
 from ingest_common.errors import TransientError
-from stactools_ingest.aws_publish import (
-    SNS_MAX_BYTES,
-    BatchPublisher,
-    InvalidDocument,
-    PublishAborted,
-    route,
-    sns_client,
-)
+from ingest_common.sns_batches import BatchPublisher, PublishAborted
+from stactools_ingest.aws_publish import InvalidDocument, route, sns_client
 
 REQUEST = {"package_name": "stactools-x", "group_name": "x", "create_item_args": ["a.tif"]}
 

@@ -11,26 +11,9 @@ from typing import Any
 
 from ingest_common.envelope import SNS_MAX_BYTES
 from ingest_common.errors import PermanentError
-from ingest_common.sns_batches import (
-    RETRYABLE_CODES,
-    SNS_CONFIG,
-    BatchPublisher,
-    PublishAborted,
-    PublishSummary,
-)
+from ingest_common.sns_batches import SNS_CONFIG
 from stactools_ingest.aws_stack import client
 from stactools_ingest.inputs import InputProblem, InputRecord, classify
-
-__all__ = [
-    "RETRYABLE_CODES",
-    "BatchPublisher",
-    "InvalidDocument",
-    "PublishAborted",
-    "PublishSummary",
-    "route",
-    "sns_client",
-]
-
 
 SPLIT_BYTES = SNS_MAX_BYTES - 2048
 """What a piece of a split FeatureCollection may weigh: SNS counts the message attributes

@@ -13,9 +13,10 @@ import click
 
 from ingest_common.errors import IngestError, PermanentError
 from ingest_common.ledger import SUBMISSION_ATTRIBUTE, new_submission_id
+from ingest_common.sns_batches import BatchPublisher, PublishSummary
 from item_gen.publish import SNS_MAX_BYTES as PAYLOAD_THRESHOLD
 from item_gen.publish import Publisher
-from stactools_ingest.aws_publish import BatchPublisher, PublishSummary, route, sns_client
+from stactools_ingest.aws_publish import route, sns_client
 from stactools_ingest.aws_stack import STACK_HELP, client, output, resolve_stack
 from stactools_ingest.checkpoint import Checkpoint, CheckpointMismatch, Row
 from stactools_ingest.inputs import InputProblem, InputRecord, check_files, read_inputs
