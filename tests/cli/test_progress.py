@@ -62,7 +62,7 @@ def test_no_eta_before_anything_settled():
 
 
 def test_publishing_shows_the_eta_when_the_total_is_known(monkeypatch):
-    from stactools_ingest.aws_publish import PublishSummary
+    from ingest_common.sns_batches import PublishSummary
     from stactools_ingest.commands import submit
 
     lines: list[str] = []
