@@ -1,6 +1,6 @@
 """`stactools-ingest run items.ndjson` against `pypgstac load items --method upsert items.ndjson`.
 
-    uv run python benchmarks/run_vs_pypgstac.py [--items 50000] [--rounds 1]
+    uv run python benchmarks/run_vs_pypgstac.py [--items 50000] [--rounds 1] [--profile]
 
 Both are the command a user would run, as a subprocess, on the same NDJSON of prebuilt items
 (``benchmarks/load.py``'s ``make_items``: 12 assets each), each into a fresh database of the same
@@ -57,10 +57,39 @@ def pypgstac_cli(path: Path, dsn: str) -> float:
     return t.seconds
 
 
+def profile_run(path: Path, dsn: str, top: int = 15) -> None:
+    """One more ``run`` under py-spy (through uvx): where its threads spend their time, by the
+    innermost stactools-ingest function and what it was doing (waiting on PostgreSQL, or not)."""
+    from collections import Counter
+
+    with tempfile.TemporaryDirectory(prefix="bench-run-spy-") as tmp:
+        raw = Path(tmp) / "run.raw"
+        spy = ["uvx", "py-spy", "record", "--threads", "--idle", "-r", "200", "-f", "raw"]
+        cmd = [*spy, "-o", str(raw), "--", str(BIN / "stactools-ingest"), "run", str(path)]
+        subprocess.run([*cmd, "--dsn", dsn, "-q"], capture_output=True, env=_env(dsn), check=True)
+        samples: Counter[tuple[str, str, str]] = Counter()
+        for line in raw.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            frames = stack.split(";")
+            ours = [f for f in frames if "stactools_ingest/" in f or "item_load/" in f]
+            where = ours[-1].split(" (")[0] if ours else "-"
+            thread = frames[0].split(": ")[-1]
+            samples[(thread, where, frames[-1].split(" (")[0])] += int(count)
+    rows = [
+        (thread, where, leaf, f"{n / 200:.2f}")
+        for (thread, where, leaf), n in samples.most_common()
+        if not leaf.endswith("Condition.wait")  # idle threads
+    ]
+    print_table(rows[:top], ("thread", "stactools-ingest function", "innermost frame", "seconds"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--profile", action="store_true", help="then one run under py-spy: where its time goes"
+    )
     args = parser.parse_args()
     n = args.items
     with tempfile.TemporaryDirectory(prefix="bench-run-cli-") as tmp, server() as srv:
@@ -88,6 +117,10 @@ def main() -> None:
                 landed = count(dsn)
                 assert landed == n, (name, landed)
                 print(f"round {r + 1}: {name} {times[name][-1]:.2f} s", file=sys.stderr)
+        if args.profile:
+            dsn = fresh_db(srv, "bench_cli_profile")
+            prepare(dsn)
+            profile_run(path, dsn)
     ref, ours = statistics.median(times["pypgstac"]), statistics.median(times["run"])
     print_table(
         [
