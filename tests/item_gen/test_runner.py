@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -141,13 +142,13 @@ def test_without_pidfd_and_waitid_the_runner_still_works(tmp_path, strays, monke
 
 def test_endless_output_is_cut_back_to_its_end(tmp_path, strays, monkeypatch):
     # GIVEN output files kept under 1 MiB, and a package that writes 20 MB to stderr, 1 MB at a
-    # time, each time waiting until its stderr file is back under 1.5 MB (it hangs otherwise)
+    # time, each time waiting until its stderr file holds under 1.5 MB again (it hangs otherwise)
     monkeypatch.setattr(runner, "OUTPUT_KEEP_BYTES", 1024 * 1024)
     uvx = fake_uvx(
         tmp_path,
         "for i in $(seq 20); do\n"
         "  head -c 1000000 /dev/zero | tr '\\0' x >&2\n"
-        '  while [ "$(stat -L -c %s /proc/$$/fd/2)" -gt 1500000 ]; do sleep 0.05; done\n'
+        "  while [ $(( $(stat -L -c '%b*%B' /proc/$$/fd/2) )) -gt 1500000 ]; do sleep 0.05; done\n"
         "done\n"
         "echo >&2; echo 'last words' >&2; exit 1",
     )
@@ -156,6 +157,29 @@ def test_endless_output_is_cut_back_to_its_end(tmp_path, strays, monkeypatch):
     error = run_in_thread(request(), settings, bound=120)
     assert isinstance(error, PackageFailed)
     assert str(error).endswith("exited 1: …" + "x" * 1989 + "\nlast words")
+
+
+def test_cutting_back_a_log_loses_nothing_written_meanwhile():
+    # GIVEN a command appending numbered lines to its log as fast as it can
+    import subprocess
+
+    log = runner.CommandLog("test-")
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import os\nfor n in range(400_000): os.write(2, b'%d\\n' % n)"],
+        stderr=log.fileno(),
+    )
+    try:
+        # WHEN the log is cut back again and again while it writes
+        while writer.poll() is None:
+            log.trim(keep=64 * 1024)
+            lines = log._end().decode().split("\n")[1:-1]  # whole lines only
+            numbers = [int(n) for n in lines if n.isdigit()]
+            # THEN what the log keeps is every line, in order: none lost, none moved
+            if numbers:
+                assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    finally:
+        writer.wait()
+        log.close()
 
 
 def test_a_command_killed_by_a_signal_is_reported_as_such(tmp_path, strays):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import select
@@ -125,6 +126,21 @@ CHECK_SECONDS = 0.25
 """How often a running command's output file is checked against ``OUTPUT_KEEP_BYTES``."""
 
 
+_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+
+
+def _punch_hole(fd: int, length: int) -> bool:
+    """Free the first ``length`` bytes of a file in place; False where that is not possible
+    (no Linux ``fallocate``, or a file system without holes)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fallocate = libc.fallocate
+    except (OSError, AttributeError):
+        return False
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    return fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, 0, length) == 0
+
+
 class CommandLog:
     """An unlinked file a command appends its output to, of which only the end matters.
 
@@ -156,11 +172,23 @@ class CommandLog:
         return stderr_tail(self._end().decode(errors="replace"))
 
     def trim(self, keep: int | None = None) -> None:
-        """Cut the file back to its end once it is over ``keep`` bytes."""
-        if os.fstat(self.fd).st_size > (OUTPUT_KEEP_BYTES if keep is None else keep):
-            end = self._end()
-            os.ftruncate(self.fd, 0)
-            os.write(self.fd, end)  # what was written in between is lost: only the end matters
+        """Free the file's start once it holds over ``keep`` bytes, keeping its end.
+
+        Punching a hole (``fallocate``) frees the blocks while the command goes on appending:
+        nothing it writes meanwhile is lost, and the file's length, and so its end, stay where
+        they are. Where holes cannot be punched the file is cut back and its end written again;
+        what the command writes between those two steps is lost.
+        """
+        limit = OUTPUT_KEEP_BYTES if keep is None else keep
+        stat = os.fstat(self.fd)
+        if stat.st_blocks * 512 <= limit:  # what it holds, holes excluded
+            return
+        hole = stat.st_size - 4 * STDERR_TAIL
+        if hole > 0 and _punch_hole(self.fd, hole):
+            return
+        end = self._end()
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, end)
 
     def close(self) -> None:
         if self.fd >= 0:
