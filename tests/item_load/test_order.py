@@ -216,3 +216,26 @@ def test_concurrent_loaders_keep_the_newest_whatever_commits_last(with_collectio
     assert errors == []
     assert _versions(with_collection) == {f"i{n}": "v2" for n in range(50)}
     assert with_collection.count(COLL) == 50
+
+
+def test_newest_wins_reads_only_the_rows_of_the_batch_not_the_whole_collection(with_collection):
+    # GIVEN a collection whose items were loaded before: 20,000 send times remembered, and the
+    # table's statistics still those of an empty one (as during a first large run)
+    with with_collection.connect() as conn:
+        conn.execute(
+            "INSERT INTO stactools_ingest.applied (collection, id, sent_at) "
+            "SELECT %s, 'earlier-' || g, now() - interval '1 day' "
+            "FROM generate_series(1, 20000) g",
+            (COLL,),
+        )
+    # WHEN one more item loads
+    with with_collection.connect() as conn, conn.transaction():
+        outcome = load_documents(conn, [Document("m1", NOW.timestamp(), _version("v1"))])
+        (blocks,) = conn.execute(
+            "SELECT pg_stat_get_xact_blocks_fetched('stactools_ingest.applied'::regclass)"
+        ).fetchone()
+    # THEN it loaded, and checking that it is the newest read a few blocks of the send times,
+    # not all the collection's (which made each batch of a growing collection slower)
+    assert outcome.items_loaded == 1 and not outcome.failures
+    assert _versions(with_collection) == {"it": "v1"}
+    assert blocks < 20, f"{blocks} blocks of stactools_ingest.applied read for one item"

@@ -446,13 +446,18 @@ class CollectionWriter:
 
         One statement, against the staged rows. Equal send times are not older (the later
         delivery wins, so a redelivered message still applies); no send time counts as now.
+        ``applied`` is probed once per staged row (a subquery on its key): as a join, the
+        planner (its statistics on ``applied`` dating from when that was nearly empty) hashed
+        every row the collection has there, batch after batch, so each load of a growing
+        collection cost more than the one before.
         """
         rows = self.conn.execute(
             sql.SQL(
                 """
-                DELETE FROM {staging} s USING stactools_ingest.applied a
-                WHERE a.collection = %s AND a.id = s.id
-                    AND a.sent_at > coalesce(to_timestamp(s.sent), now())
+                DELETE FROM {staging} s
+                WHERE (SELECT a.sent_at FROM stactools_ingest.applied a
+                       WHERE a.collection = %s AND a.id = s.id)
+                    > coalesce(to_timestamp(s.sent), now())
                 RETURNING s.seq
                 """
             ).format(staging=sql.Identifier(STAGING_TABLE)),
