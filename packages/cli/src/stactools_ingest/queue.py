@@ -314,14 +314,16 @@ class LocalQueues:
         """Record ``(id, source)`` messages as done without queueing them (loaded straight from
         the input, in the caller's transaction); returns the ids that were new. Queueing them
         again is then a no-op, and the run's summary counts them."""
+        # As one JSON array, which orjson writes at once: psycopg writing two text arrays
+        # element by element cost as much as the insert.
         rows = self._sql(
             """
             INSERT INTO stactools_ingest.messages (queue, id, source, state)
-            SELECT %s, id, source, 'done' FROM unnest(%s::text[], %s::text[]) AS t(id, source)
+            SELECT %s, m->>0, m->>1, 'done' FROM json_array_elements(%s::json) AS m
             ON CONFLICT (queue, id) DO NOTHING
             RETURNING id
             """,
-            (queue, [mid for mid, _ in messages], [src for _, src in messages]),
+            (queue, orjson.dumps(list(messages)).decode()),
         ).fetchall()
         return {mid for (mid,) in rows}
 
