@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from factories import collection, item, s3_event
 
-from stactools_ingest.inputs import InputProblem, InputRecord, classify
+from stactools_ingest.inputs import InputProblem, InputRecord, classify, read_inputs
 
 
 @pytest.mark.parametrize(
@@ -37,3 +37,33 @@ def test_what_itemload_refuses_is_refused_with_its_reason(obj, reason):
     assert isinstance(verdict, InputProblem)
     assert verdict.source == "in:1"
     assert reason in verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # one JSON document, however it is laid out: one record named after the file
+        ('{"a": 1}\n\n', [("f", {"a": 1})]),
+        ('{\n  "a": 1\n}\n', [("f", {"a": 1})]),
+        ('[{"a": 1},\n {"b": 2}]', [("f#1", {"a": 1}), ("f#2", {"b": 2})]),
+        # NDJSON: one record per line, named by its line
+        ('{"a": 1}\n{"b": 2}\n', [("f:1", {"a": 1}), ("f:2", {"b": 2})]),
+        ('\n  \n{"a": 1}\r\n\n{"b": 2}', [("f:3", {"a": 1}), ("f:5", {"b": 2})]),
+        ('[1, 2]\n{"b": 2}\n', [("f:1", [1, 2]), ("f:2", {"b": 2})]),
+        ('{"a": 1}\n{"b": \n', [("f:1", {"a": 1}), ("f:2", None)]),
+    ],
+)
+def test_a_file_is_one_document_or_lines(tmp_path, text, expected):
+    path = tmp_path / "f"
+    path.write_text(text)
+    records = list(read_inputs([str(path)]))
+    got = [
+        (r.source.replace(str(path), "f"), r.obj if isinstance(r, InputRecord) else None)
+        for r in records
+    ]
+    assert got == expected
+    for r in records:  # lines are kept by reference, keyed by their bytes; documents are not
+        if isinstance(r, InputRecord):
+            assert (
+                (r.span is not None) == (r.key is not None) == (":" in r.source[len(str(path)) :])
+            )
