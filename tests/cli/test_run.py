@@ -204,6 +204,29 @@ def test_repeated_input_lines_count_once(pgstac, tmp_path):
     assert pgstac.item_ids("t") == ["t1"]
 
 
+def test_an_item_is_known_by_its_line_and_lands_once_however_it_is_laid_out(pgstac, tmp_path):
+    # GIVEN an item, and the same item laid out otherwise (keys reordered, spaces) in a
+    # second file
+    doc = item("t1", "t")
+    compact = tmp_path / "compact.ndjson"
+    compact.write_text(json.dumps(collection("t")) + "\n" + json.dumps(doc) + "\n")
+    spaced = tmp_path / "spaced.ndjson"
+    spaced.write_text(
+        json.dumps(dict(reversed(doc.items())), indent=None, separators=(" , ", " : ")) + "\n"
+    )
+    # WHEN the first file runs, then again, then the second
+    first = cli("run", str(compact), "--dsn", pgstac.dsn, "--json")
+    again = cli("run", str(compact), "--dsn", pgstac.dsn, "--json")
+    other = cli("run", str(spaced), "--dsn", pgstac.dsn, "--json")
+    # THEN the same lines again are the same messages: nothing loads twice
+    assert (first.returncode, again.returncode, other.returncode) == (0, 0, 0), other.stderr
+    assert summary(first)["items_loaded"] == 1
+    assert (summary(again)["succeeded"], summary(again)["items_loaded"]) == (2, 0)
+    # AND another layout is another message, which loads the same item again: one row
+    assert (summary(other)["succeeded"], summary(other)["items_loaded"]) == (1, 1)
+    assert pgstac.item_ids("t") == ["t1"]
+
+
 def test_run_reads_file_hrefs_but_not_a_fifo(pgstac, tmp_path):
     # GIVEN a collection, a pointer to a local NDJSON file and a pointer to a FIFO nobody writes
     items = tmp_path / "items.ndjson"

@@ -11,6 +11,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO
@@ -35,9 +36,17 @@ from item_load.fetch import local_fetcher
 from item_load.messages import BatchReader, Document, parse_message
 from item_load.notify import Change, ndjson
 from item_load.schema import ensure_schema
+from item_load.validation import Span, check_item
 from stactools_ingest.failures import Failure, failure_of, label
-from stactools_ingest.inputs import InputProblem, InputRecord, classify, message_id
+from stactools_ingest.inputs import (
+    InputProblem,
+    InputRecord,
+    classify,
+    message_id,
+    record_id,
+)
 from stactools_ingest.queue import GEN, LOAD, LocalQueues, Message
+from stactools_ingest.read_ahead import ReadAhead, ReadingConnection
 from stactools_ingest.session import Session, is_outage
 from stactools_ingest.target import connect
 
@@ -137,15 +146,25 @@ class Enqueued:
 
 
 def _prepared(
-    records: Iterable[InputRecord | InputProblem],
-) -> Iterator[tuple[InputRecord | InputProblem, tuple[str, int] | InputProblem, str]]:
-    """Each input with its queue and priority (or why it cannot be used) and its id."""
+    records: Iterable[InputRecord | InputProblem], check_items: bool = False
+) -> Iterator[tuple[InputRecord | InputProblem, tuple[str, int] | InputProblem, str, Span | None]]:
+    """Each input with its queue and priority (or why it cannot be used), its id, and with
+    ``check_items`` a prebuilt item's time span (None: not checked, or it fails the check)."""
     for record in records:
         if isinstance(record, InputProblem):
-            yield record, record, ""
+            yield record, record, "", None
             continue
         kind = classify(record)
-        yield record, kind, "" if isinstance(kind, InputProblem) else message_id(record.obj)
+        if isinstance(kind, InputProblem):
+            yield record, kind, "", None
+            continue
+        span = None
+        if check_items and kind == (LOAD, 1) and record.obj.get("type") == "Feature":
+            # Whatever the check raises, the load checks the item again and deals with it
+            # (an InvalidItem fails it alone; anything else is isolated by bisection).
+            with suppress(Exception):
+                span = check_item(record.obj)
+        yield record, kind, record_id(record, kind[0]), span
 
 
 def _queued(rows: Iterable[tuple]) -> Iterator[ledger.LedgerEntry]:
@@ -177,6 +196,16 @@ per load took 12.7 s where 1000 took 16.4 s (benchmarks/run_vs_pypgstac.py); 10,
 again. ``--batch-size`` above it is used as given."""
 
 
+READ_AHEAD = DIRECT_BATCH
+"""At most this many records are read ahead while a load waits on the database: the next
+batch, not more (each parsed item holds ten times its line's bytes)."""
+
+
+Direct = tuple[str, InputRecord, Span | None]
+"""A prebuilt item or collection to load straight from the input: its message id, its record,
+and an item's time span when reading ahead checked it."""
+
+
 @dataclass(slots=True)
 class DirectRecord:
     """A prebuilt item loaded straight from the input; what ``_load_isolated`` reads of a
@@ -186,6 +215,8 @@ class DirectRecord:
     created_at: datetime | None
     body: Any
     source: str
+    span: Span | None = None
+    """Its time span, checked while reading ahead; None: the loader checks it."""
     receive_count: int = 1
 
     @property
@@ -247,15 +278,19 @@ class LocalPipeline:
         self._load_direct = False
         """Set by ``run`` while its workers run: without them nothing would load queued items."""
 
-    def queues(self) -> LocalQueues:
-        """A queue handle on its own connection (one per thread), with the ledger's table."""
-        queues = LocalQueues(connect(self.dsn), self.visibility_timeout, self.max_receives)
+    def queues(self, idle_work: Callable[[], bool] | None = None) -> LocalQueues:
+        """A queue handle on its own connection (one per thread), with the ledger's table;
+        ``idle_work`` runs while it waits on PostgreSQL (``read_ahead``)."""
+        conn = connect(self.dsn, ReadingConnection if idle_work else psycopg.Connection)
+        if idle_work is not None:
+            conn.idle_work = idle_work
+        queues = LocalQueues(conn, self.visibility_timeout, self.max_receives)
         ensure_schema(queues.conn)
         return queues
 
-    def session(self) -> Session:
+    def session(self, idle_work: Callable[[], bool] | None = None) -> Session:
         """A thread's queue handle that waits out database outages."""
-        return Session(self.queues, self.outage_patience)
+        return Session(lambda: self.queues(idle_work), self.outage_patience)
 
     # -- input -------------------------------------------------------------------------------
 
@@ -266,17 +301,25 @@ class LocalPipeline:
         out: Enqueued | None = None,
         on_problem: Callable[[InputProblem], None] | None = None,
         on_load: Callable[[], None] | None = None,
+        read_ahead: bool = False,
     ) -> Enqueued:
         """Put every usable input on its queue; ids come from content, so repeats are no-ops.
 
         Commits every ``chunk`` inputs, so workers already running start on the first ones
         while the rest of the file is read. Stops early when the run is stopping. ``on_load``
         is called after each load straight from the input (progress, while this thread loads).
+        ``read_ahead``: read and classify records while waiting on the database (only for
+        records whose reading never blocks: files read whole).
         """
         out = out if out is not None else Enqueued()
-        session = self.session()
+        prepared: Iterable[tuple] = _prepared(records, check_items=read_ahead)
+        if read_ahead:
+            prepared = ahead = ReadAhead(prepared, limit=READ_AHEAD)
+            session = self.session(ahead.step)
+        else:
+            session = self.session()
         rows: list[tuple[str, str, Any, str | None, int]] = []
-        direct: list[tuple[str, InputRecord]] = []
+        direct: list[Direct] = []
         seen: set[tuple[str, str]] = set()
         # already counted (queued before this run started): sent again, not counted twice
         counted = {(GEN, i) for i in out.gen_ids} | {(LOAD, i) for i in out.load_ids}
@@ -304,7 +347,7 @@ class LocalPipeline:
                 if on_load:
                     on_load()
 
-        for record, kind, mid in _prepared(records):
+        for record, kind, mid, span in prepared:
             if self._stop.is_set():
                 break
             if isinstance(kind, InputProblem):
@@ -324,7 +367,7 @@ class LocalPipeline:
             # Documents from no file (stdin, a crawl) too: a failed one is queued with its body.
             direct_kind = "Feature" if priority == 1 else "Collection"
             if self._load_direct and queue == LOAD and record.obj.get("type") == direct_kind:
-                direct.append((mid, record))
+                direct.append((mid, record, span))
                 # A collection loads at once: generated items may be waiting for it.
                 if direct_kind == "Collection" or len(direct) >= max(self.batch_size, DIRECT_BATCH):
                     load_direct()
@@ -349,9 +392,7 @@ class LocalPipeline:
         session.close()
         return out
 
-    def _load_from_input(
-        self, session: Session, batch: list[tuple[str, InputRecord]]
-    ) -> list[tuple]:
+    def _load_from_input(self, session: Session, batch: list[Direct]) -> list[tuple]:
         """Load prebuilt items straight from the input; the queue rows for those not loaded.
 
         One transaction claims the items' ids as done, loads them, and queues those whose load
@@ -361,23 +402,25 @@ class LocalPipeline:
         While a collection is pending nothing is loaded: the batch is returned to be queued.
         """
 
-        def as_queued(pairs: list[tuple[str, InputRecord]]) -> list[tuple]:
+        def as_queued(pairs: list[Direct]) -> list[tuple]:
             # by reference to its file when it has one, else with its body
-            return [(LOAD, mid, None if r.span else r.obj, r.source, 1, r.span) for mid, r in pairs]
+            return [
+                (LOAD, mid, None if r.span else r.obj, r.source, 1, r.span) for mid, r, _ in pairs
+            ]
 
         def attempt(q: LocalQueues) -> LoadTally | None:
             if q.collections_pending():
                 return None
             with q.conn.transaction():
-                claimed = q.claim_done(LOAD, [(mid, r.source) for mid, r in batch])
-                todo = [(mid, r) for mid, r in batch if mid in claimed]
+                claimed = q.claim_done(LOAD, [(mid, r.source) for mid, r, _ in batch])
+                todo = [d for d in batch if d[0] in claimed]
                 # No send time: the loader stamps them with the database's now(), the clock
                 # queued messages are stamped with.
-                records = [DirectRecord(mid, None, r.obj, r.source) for mid, r in todo]
+                records = [DirectRecord(mid, None, r.obj, r.source, span) for mid, r, span in todo]
                 tally = self._load_isolated(q.conn, records, {m.id: [m.body] for m in records})
-                failed = [(mid, r) for mid, r in todo if mid in tally.failures]
+                failed = [d for d in todo if d[0] in tally.failures]
                 if failed:
-                    q.unclaim(LOAD, [mid for mid, _ in failed])
+                    q.unclaim(LOAD, [mid for mid, _, _ in failed])
                     q.send_many(as_queued(failed))
             return tally
 
@@ -579,6 +622,7 @@ class LocalPipeline:
                 body,
                 m.request_id,
                 m.receive_count,
+                span=m.span if isinstance(m, DirectRecord) else None,
             )
             for m in messages
             for body in bodies[m.id]
@@ -681,6 +725,7 @@ class LocalPipeline:
         on_tick: Callable[[Counters, dict[str, int]], None] | None = None,
         records: Iterable[InputRecord | InputProblem] | None = None,
         on_problem: Callable[[InputProblem], None] | None = None,
+        read_ahead: bool = False,
     ) -> RunSummary:
         """Run until nothing is pending, then summarise what this run processed.
 
@@ -710,6 +755,7 @@ class LocalPipeline:
                             out=enqueued,
                             on_problem=on_problem,
                             on_load=on_tick and (lambda: tick(monitor)),
+                            read_ahead=read_ahead,
                         )
                 finally:
                     self._load_direct = False

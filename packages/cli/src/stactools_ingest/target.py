@@ -182,7 +182,9 @@ def redact(dsn: str) -> str:
     return psycopg.conninfo.make_conninfo(**params)
 
 
-def connect(dsn: str, **kwargs) -> psycopg.Connection:
+def connect(
+    dsn: str, connection_class: type[psycopg.Connection] = psycopg.Connection, **kwargs
+) -> psycopg.Connection:
     """An autocommit connection to a pgstac database, or a one-line error.
 
     Checks that pgstac is there before anyone writes: the local queues create their schema on
@@ -190,7 +192,7 @@ def connect(dsn: str, **kwargs) -> psycopg.Connection:
     """
     where = redact(dsn) if dsn else "the database named by the PG* variables"
     try:
-        conn = psycopg.connect(
+        conn = connection_class.connect(
             dsn,
             autocommit=True,
             connect_timeout=10,

@@ -378,7 +378,7 @@ class BatchLoader:
         spans: dict[int, Span] = {}
         for doc in docs:
             try:
-                spans[id(doc)] = check_item(doc.body)
+                spans[id(doc)] = doc.span if doc.span is not None else check_item(doc.body)
             except InvalidItem as e:
                 outcome.fail(doc, str(e))
         candidates = [doc for doc in docs if id(doc) in spans]

@@ -47,6 +47,7 @@ class Document:
     request_id: str | None = None  # the ledger's key (ingest_common.ledger); None: unrecorded
     attempts: int = 0  # how often its message was received, this time included
     submission_id: str | None = None  # the submission its message belongs to
+    span: Any = None  # the item's time span, when its reader checked it already (check_item)
 
     def release_body(self) -> None:
         """Keep only what failure reports name (type, id, collection) and drop the rest.

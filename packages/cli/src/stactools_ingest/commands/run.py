@@ -128,7 +128,15 @@ def run(
             create_collections_if_missing=create_collections,
             events=sink,
         )
-        run_locally(pipeline, read_inputs(list(files)), as_json=as_json, quiet=quiet)
+        # Files are read whole, so reading ahead never blocks; stdin could.
+        read_ahead = "-" not in files
+        run_locally(
+            pipeline,
+            read_inputs(list(files)),
+            as_json=as_json,
+            quiet=quiet,
+            read_ahead=read_ahead,
+        )
 
 
 def run_locally(
@@ -137,6 +145,7 @@ def run_locally(
     *,
     as_json: bool = False,
     quiet: bool = False,
+    read_ahead: bool = False,
 ) -> NoReturn:
     """``pipeline`` over ``records`` (``run``'s, or ``inventory``'s without a stack), with
     progress and summary; exits 0 only when nothing failed."""
@@ -151,6 +160,7 @@ def run_locally(
             on_tick=reporter.tick,
             records=records,
             on_problem=lambda p: click.echo(f"{p.source}: {p.reason}", err=True),
+            read_ahead=read_ahead,
         )
     finally:
         reporter.close()

@@ -1,0 +1,104 @@
+"""Read input ahead while waiting on PostgreSQL, in the same thread.
+
+``run`` over prebuilt items alternates Python's share of a batch (parsing lines, classifying
+them, hashing them) with PostgreSQL's (claiming the ids, the upsert, the ledger, the commit),
+each waiting for the other on a two-core machine. A second thread to overlap them lost more to
+the GIL than it gained: each answer from the database waited for the parsing thread to let go
+of the interpreter, dozens of times per batch. Here the waits themselves do the reading: a
+connection whose ``wait`` reads one more record ahead, then looks whether PostgreSQL has
+answered, until it has. The reading loop then finds those records parsed already.
+
+Only for input that is in memory already (files, read whole): reading stdin or a bucket could
+block, and would hold the load's transaction open meanwhile.
+"""
+
+from __future__ import annotations
+
+import select
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
+from typing import Any, Generic, TypeVar
+
+import psycopg
+from psycopg.abc import PQGen
+from psycopg.waiting import Ready, Wait
+
+T = TypeVar("T")
+RV = TypeVar("RV")
+
+
+class ReadAhead(Generic[T]):
+    """The items of ``source`` in order, some of them read ahead by ``step``.
+
+    An error ``source`` raises while read ahead (inside a database wait, where it must not
+    escape) is raised where its item would have been.
+    """
+
+    def __init__(self, source: Iterable[T], limit: int) -> None:
+        self._source = iter(source)
+        self._limit = limit
+        self._ahead: deque[T] = deque()
+        self._error: BaseException | None = None
+        self._exhausted = False
+
+    def step(self) -> bool:
+        """Read one more item ahead; False when there is none, or ``limit`` are waiting."""
+        if self._exhausted or len(self._ahead) >= self._limit:
+            return False
+        try:
+            self._ahead.append(next(self._source))
+        except StopIteration:
+            self._exhausted = True
+            return False
+        except Exception as e:
+            self._error, self._exhausted = e, True
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._ahead:
+            return self._ahead.popleft()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        if self._exhausted:
+            raise StopIteration
+        return next(self._source)
+
+
+def _working_while_waiting(
+    gen: PQGen[RV], fileno: int, work: Callable[[], bool]
+) -> Generator[Wait, Ready | int, RV]:
+    """``gen``, doing ``work`` before each wait until the socket is ready or work runs out.
+
+    psycopg's own wait then finds the socket ready (or waits for the rest).
+    """
+    poller = select.poll()
+    poller.register(fileno, 0)
+    try:
+        wait = next(gen)
+        while True:
+            poller.modify(
+                fileno,
+                (select.POLLIN if wait & Wait.R else 0) | (select.POLLOUT if wait & Wait.W else 0),
+            )
+            while not poller.poll(0) and work():
+                pass
+            wait = gen.send((yield wait))
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+class ReadingConnection(psycopg.Connection[Any]):
+    """A connection whose waits for PostgreSQL run ``idle_work`` meanwhile (when set)."""
+
+    idle_work: Callable[[], bool] | None = None
+
+    def wait(self, gen: PQGen[RV], *args: Any, **kwargs: Any) -> RV:
+        work = self.idle_work
+        if work is not None:
+            gen = _working_while_waiting(gen, self.pgconn.socket, work)
+        return super().wait(gen, *args, **kwargs)
