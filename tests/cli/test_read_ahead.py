@@ -74,3 +74,24 @@ def test_a_copy_through_a_reading_connection_lands_whole(pgstac):
             sum(range(20_000)),
             True,
         )
+
+
+def test_ctrl_c_while_reading_ahead_leaves_the_connection_usable(pgstac):
+    calls = 0
+
+    def work() -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            raise KeyboardInterrupt
+        return True
+
+    with ReadingConnection.connect(**pgstac.conninfo, autocommit=True) as conn:
+        conn.idle_work = work
+        # WHEN Ctrl-C arrives while a wait reads ahead
+        with pytest.raises(KeyboardInterrupt):
+            conn.execute("SELECT pg_sleep(0.2)")
+        # THEN reading stopped there, and the statement's answer did not stay on the line
+        assert calls == 5
+        conn.idle_work = None
+        assert conn.execute("SELECT 'next'").fetchone() == ("next",)

@@ -74,10 +74,14 @@ def _working_while_waiting(
 ) -> Generator[Wait, Ready | int, RV]:
     """``gen``, doing ``work`` before each wait until the socket is ready or work runs out.
 
-    psycopg's own wait then finds the socket ready (or waits for the rest).
+    psycopg's own wait then finds the socket ready (or waits for the rest). An interruption
+    (Ctrl-C) during the work stops it, and is raised once PostgreSQL's answer is read: raised
+    at once, it would leave that answer unread on the connection.
     """
     poller = select.poll()
     poller.register(fileno, 0)
+    interrupted: BaseException | None = None
+    working = True
     try:
         wait = next(gen)
         while True:
@@ -85,10 +89,15 @@ def _working_while_waiting(
                 fileno,
                 (select.POLLIN if wait & Wait.R else 0) | (select.POLLOUT if wait & Wait.W else 0),
             )
-            while not poller.poll(0) and work():
-                pass
+            try:
+                while working and not poller.poll(0) and work():
+                    pass
+            except BaseException as e:  # raised below, once the answer is read
+                interrupted, working = e, False
             wait = gen.send((yield wait))
     except StopIteration as done:
+        if interrupted is not None:
+            raise interrupted from None
         return done.value  # type: ignore[no-any-return]
 
 
@@ -99,6 +108,6 @@ class ReadingConnection(psycopg.Connection[Any]):
 
     def wait(self, gen: PQGen[RV], *args: Any, **kwargs: Any) -> RV:
         work = self.idle_work
-        if work is not None:
+        if work is not None and hasattr(select, "poll"):  # not on Windows: no reading ahead
             gen = _working_while_waiting(gen, self.pgconn.socket, work)
         return super().wait(gen, *args, **kwargs)
