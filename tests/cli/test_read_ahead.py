@@ -95,3 +95,91 @@ def test_ctrl_c_while_reading_ahead_leaves_the_connection_usable(pgstac):
         assert calls == 5
         conn.idle_work = None
         assert conn.execute("SELECT 'next'").fetchone() == ("next",)
+
+
+def test_what_was_loaded_is_freed_in_later_waits_after_reading_ahead():
+    import weakref
+
+    class Parsed:
+        pass
+
+    loaded = [Parsed() for _ in range(3)]
+    refs = [weakref.ref(p) for p in loaded]
+    ahead = ReadAhead(_numbers(2), limit=10)
+    ahead.discard(loaded)
+    del loaded
+    # reading ahead comes first, then freeing, one at a time
+    assert [ahead.step() for _ in range(2)] == [True, True]
+    assert all(r() is not None for r in refs)
+    assert [ahead.step() for _ in range(4)] == [True, True, True, False]
+    assert all(r() is None for r in refs)
+    assert list(ahead) == [0, 1]
+
+
+def test_what_run_reads_ahead_lands_as_the_load_stage_makes_it(pgstac, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from factories import collection, item
+
+    from item_load.core import load_documents
+    from item_load.messages import Document
+
+    # GIVEN items whose geometries and times all differ, some of kinds only GEOS reads, some
+    # invalid, more than one batch of them
+    def items(coll: str) -> list[dict]:
+        out = []
+        for n in range(3500):
+            doc = item(f"i{n}", coll, f"20{10 + n % 15}-0{1 + n % 9}-1{n % 10}T0{n % 10}:00:00Z")
+            doc.pop("bbox")
+            for asset in doc["assets"].values():  # the same content in either collection
+                asset["href"] = asset["href"].replace(f"/{coll}/", "/")
+            x, y = n % 170, n % 80
+            if n % 7 == 0:
+                doc["geometry"] = {"type": "Point", "coordinates": [x, y, n]}
+            elif n % 7 == 1:
+                doc["geometry"] = {
+                    "type": "GeometryCollection",
+                    "geometries": [{"type": "Point", "coordinates": [x, y]}],
+                }
+            elif n % 7 == 2:
+                doc["properties"]["datetime"] = "not a time"
+            else:
+                doc["geometry"]["coordinates"][0][0] = [x, y]
+                doc["geometry"]["coordinates"][0][-1] = [x, y]
+            out.append(doc)
+        return out
+
+    path = tmp_path / "items.ndjson"
+    path.write_text("\n".join(json.dumps(d) for d in [collection("ran"), *items("ran")]) + "\n")
+    # WHEN run loads them (reading ahead), and the load stage loads the same items elsewhere
+    cli = str(Path(sys.executable).parent / "stactools-ingest")
+    result = subprocess.run(
+        [cli, "run", str(path), "--dsn", pgstac.dsn, "--json", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stderr  # the items without a time are dead-lettered
+    assert json.loads(result.stdout.splitlines()[-1])["dead_letters"] == 500
+    with pgstac.connect() as conn:
+        load_documents(conn, [Document("c", None, collection("direct"))])
+        outcome = load_documents(
+            conn, [Document(f"m{n}", None, d) for n, d in enumerate(items("direct"))]
+        )
+        assert len(outcome.failures) == 500
+        # THEN every item that ran holds the same row as the load stage's copy of it
+        differing = conn.execute(
+            """
+            SELECT count(*) FILTER (WHERE r.id IS NULL OR d.id IS NULL
+                    OR NOT (r.geometry = d.geometry AND r.datetime = d.datetime
+                            AND r.end_datetime = d.end_datetime
+                            AND r.content - 'collection' = d.content - 'collection')),
+                count(*)
+            FROM (SELECT * FROM items WHERE collection = 'ran') r
+            FULL JOIN (SELECT * FROM items WHERE collection = 'direct') d USING (id)
+            """
+        ).fetchone()
+    assert differing == (0, 3000)

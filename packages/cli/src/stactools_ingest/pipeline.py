@@ -35,6 +35,7 @@ from item_load.core import BatchLoader, paused_gc
 from item_load.fetch import local_fetcher
 from item_load.messages import BatchReader, Document, parse_message
 from item_load.notify import Change, ndjson
+from item_load.rows import ewkb_hex
 from item_load.schema import ensure_schema
 from item_load.validation import Span, check_item
 from stactools_ingest.failures import Failure, failure_of, label
@@ -145,11 +146,16 @@ class Enqueued:
                 self.load_ids.append(mid)
 
 
+Kind = tuple[str, int]
+"""An input's queue and priority (``classify``)."""
+
+
 def _prepared(
     records: Iterable[InputRecord | InputProblem], check_items: bool = False
-) -> Iterator[tuple[InputRecord | InputProblem, tuple[str, int] | InputProblem, str, Span | None]]:
+) -> Iterator[tuple[InputRecord | InputProblem, Kind | InputProblem, str, Checked | None]]:
     """Each input with its queue and priority (or why it cannot be used), its id, and with
-    ``check_items`` a prebuilt item's time span (None: not checked, or it fails the check)."""
+    ``check_items`` what the load needs of a prebuilt item and could make now (None: not
+    made, or the item fails its check)."""
     for record in records:
         if isinstance(record, InputProblem):
             yield record, record, "", None
@@ -158,13 +164,13 @@ def _prepared(
         if isinstance(kind, InputProblem):
             yield record, kind, "", None
             continue
-        span = None
+        checked = None
         if check_items and kind == (LOAD, 1) and record.obj.get("type") == "Feature":
             # Whatever the check raises, the load checks the item again and deals with it
             # (an InvalidItem fails it alone; anything else is isolated by bisection).
             with suppress(Exception):
-                span = check_item(record.obj)
-        yield record, kind, record_id(record, kind[0]), span
+                checked = (check_item(record.obj), ewkb_hex(record.obj.get("geometry")))
+        yield record, kind, record_id(record, kind[0]), checked
 
 
 def _queued(rows: Iterable[tuple]) -> Iterator[ledger.LedgerEntry]:
@@ -201,9 +207,13 @@ READ_AHEAD = DIRECT_BATCH
 batch, not more (each parsed item holds ten times its line's bytes)."""
 
 
-Direct = tuple[str, InputRecord, Span | None]
+Checked = tuple[Span, str | None]
+"""What reading ahead made of a prebuilt item for its load: its time span (``check_item``) and
+its geometry as hex EWKB (``ewkb_hex``; None where that cannot read it)."""
+
+Direct = tuple[str, InputRecord, Checked | None]
 """A prebuilt item or collection to load straight from the input: its message id, its record,
-and an item's time span when reading ahead checked it."""
+and what reading ahead made of an item."""
 
 
 @dataclass(slots=True)
@@ -215,8 +225,8 @@ class DirectRecord:
     created_at: datetime | None
     body: Any
     source: str
-    span: Span | None = None
-    """Its time span, checked while reading ahead; None: the loader checks it."""
+    checked: Checked | None = None
+    """What reading ahead made of it; None: the loader makes it."""
     receive_count: int = 1
 
     @property
@@ -313,6 +323,7 @@ class LocalPipeline:
         """
         out = out if out is not None else Enqueued()
         prepared: Iterable[tuple] = _prepared(records, check_items=read_ahead)
+        ahead: ReadAhead | None = None
         if read_ahead:
             prepared = ahead = ReadAhead(prepared, limit=READ_AHEAD)
             session = self.session(ahead.step)
@@ -342,12 +353,14 @@ class LocalPipeline:
                 batch = list(direct)
                 direct.clear()
                 rows.extend(self._load_from_input(session, batch))
+                if ahead is not None:
+                    ahead.discard(batch)  # freed while later loads wait, not now
                 if len(rows) >= chunk:
                     flush()
                 if on_load:
                     on_load()
 
-        for record, kind, mid, span in prepared:
+        for record, kind, mid, checked in prepared:
             if self._stop.is_set():
                 break
             if isinstance(kind, InputProblem):
@@ -367,7 +380,7 @@ class LocalPipeline:
             # Documents from no file (stdin, a crawl) too: a failed one is queued with its body.
             direct_kind = "Feature" if priority == 1 else "Collection"
             if self._load_direct and queue == LOAD and record.obj.get("type") == direct_kind:
-                direct.append((mid, record, span))
+                direct.append((mid, record, checked))
                 # A collection loads at once: generated items may be waiting for it.
                 if direct_kind == "Collection" or len(direct) >= max(self.batch_size, DIRECT_BATCH):
                     load_direct()
@@ -416,7 +429,7 @@ class LocalPipeline:
                 todo = [d for d in batch if d[0] in claimed]
                 # No send time: the loader stamps them with the database's now(), the clock
                 # queued messages are stamped with.
-                records = [DirectRecord(mid, None, r.obj, r.source, span) for mid, r, span in todo]
+                records = [DirectRecord(mid, None, r.obj, r.source, c) for mid, r, c in todo]
                 tally = self._load_isolated(q.conn, records, {m.id: [m.body] for m in records})
                 failed = [d for d in todo if d[0] in tally.failures]
                 if failed:
@@ -615,18 +628,21 @@ class LocalPipeline:
         """
         if not messages:
             return LoadTally()
-        docs = [
-            Document(
-                m.id,
-                m.created_at.timestamp() if m.created_at else None,
-                body,
-                m.request_id,
-                m.receive_count,
-                span=m.span if isinstance(m, DirectRecord) else None,
+        docs = []
+        for m in messages:
+            span, geometry = (m.checked if isinstance(m, DirectRecord) else None) or (None, None)
+            docs.extend(
+                Document(
+                    m.id,
+                    m.created_at.timestamp() if m.created_at else None,
+                    body,
+                    m.request_id,
+                    m.receive_count,
+                    span=span,
+                    geometry=geometry,
+                )
+                for body in bodies[m.id]
             )
-            for m in messages
-            for body in bodies[m.id]
-        ]
         try:
             with conn.transaction():
                 outcome = self._loader(conn).load(docs)

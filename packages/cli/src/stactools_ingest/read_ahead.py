@@ -31,7 +31,9 @@ class ReadAhead(Generic[T]):
     """The items of ``source`` in order, some of them read ahead by ``step``.
 
     An error ``source`` raises while read ahead (inside a database wait, where it must not
-    escape) is raised where its item would have been.
+    escape) is raised where its item would have been. ``step`` also frees what was
+    ``discard``-ed, once nothing more is to be read: a batch of parsed items takes a tenth of
+    its load's time to free.
     """
 
     def __init__(self, source: Iterable[T], limit: int) -> None:
@@ -40,20 +42,31 @@ class ReadAhead(Generic[T]):
         self._ahead: deque[T] = deque()
         self._error: BaseException | None = None
         self._exhausted = False
+        self._garbage: deque[list[Any]] = deque()
+
+    def discard(self, items: list[Any]) -> None:
+        """Take ``items`` (a list no one else holds) to free them in later steps."""
+        if items:
+            self._garbage.append(items)
 
     def step(self) -> bool:
-        """Read one more item ahead; False when there is none, or ``limit`` are waiting."""
-        if self._exhausted or len(self._ahead) >= self._limit:
-            return False
-        try:
-            self._ahead.append(next(self._source))
-        except StopIteration:
-            self._exhausted = True
-            return False
-        except Exception as e:
-            self._error, self._exhausted = e, True
-            return False
-        return True
+        """Read one more item ahead, or free one discarded; False when there is nothing to
+        do (nothing to read, or ``limit`` items waiting, and nothing to free)."""
+        if not self._exhausted and len(self._ahead) < self._limit:
+            try:
+                self._ahead.append(next(self._source))
+                return True
+            except StopIteration:
+                self._exhausted = True
+            except Exception as e:
+                self._error, self._exhausted = e, True
+        if self._garbage:
+            garbage = self._garbage[0]
+            garbage.pop()
+            if not garbage:
+                self._garbage.popleft()
+            return True
+        return False
 
     def __iter__(self) -> Iterator[T]:
         return self

@@ -48,6 +48,7 @@ class Document:
     attempts: int = 0  # how often its message was received, this time included
     submission_id: str | None = None  # the submission its message belongs to
     span: Any = None  # the item's time span, when its reader checked it already (check_item)
+    geometry: str | None = None  # and its geometry as hex EWKB, when its reader made it (rows)
 
     def release_body(self) -> None:
         """Keep only what failure reports name (type, id, collection) and drop the rest.

@@ -147,16 +147,22 @@ CollectionJson = tuple[dict[str, Any], int, str | None]
 
 
 def format_row(
-    loader: Loader, item: dict[str, Any], collection: CollectionJson, span: Span
+    loader: Loader,
+    item: dict[str, Any],
+    collection: CollectionJson,
+    span: Span,
+    geometry: str | None = None,
 ) -> dict[str, Any]:
     """One item as a row; ``collection`` is ``loader.collection_json`` of its collection.
 
     ``span`` is the item's time span as ``check_item`` parsed it: the datetime columns get the
     UTC instants, so PostgreSQL never parses the text (nor reads it in its session time zone).
     An item whose geometry neither struct nor GEOS reads goes through pypgstac's own
-    ``format_item``, so its error reads exactly as pypgstac's.
+    ``format_item``, so its error reads exactly as pypgstac's. ``geometry``: the item's
+    ``ewkb_hex``, when its reader made it already.
     """
-    geometry = ewkb_hex(item.get("geometry"))
+    if geometry is None:
+        geometry = ewkb_hex(item.get("geometry"))
     if geometry is None:
         geometry = loader.format_item(item)["geometry"]
     content = dehydrate_item(collection[0], item)

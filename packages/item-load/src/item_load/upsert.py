@@ -505,7 +505,8 @@ class CollectionWriter:
         for entry in entries:
             if entry.row is None and entry.error is None:
                 try:
-                    row = format_row(self.loader, entry.doc.body, coll_json, entry.span)
+                    doc = entry.doc
+                    row = format_row(self.loader, doc.body, coll_json, entry.span, doc.geometry)
                     if "\\u0000" in row["content"]:
                         # Valid JSON, but PostgreSQL's jsonb refuses NUL; catching it here saves
                         # bisecting a whole COPY for it.
