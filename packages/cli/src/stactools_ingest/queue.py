@@ -577,12 +577,13 @@ class LocalQueues:
 
     def states(self, queue: str, ids: Sequence[str]) -> dict[str, int]:
         """How many of ``ids`` are ready / done / dead."""
-        rows = self._sql(
+        rows = self._sql(  # the ids as JSON: a run's 50,000 as a text array took 0.1 s to write
             """
-            SELECT state, count(*) FROM stactools_ingest.messages
-            WHERE queue = %s AND id = ANY(%s) GROUP BY state
+            SELECT m.state, count(*) FROM json_array_elements_text(%s::json) AS r(id)
+            JOIN stactools_ingest.messages m ON m.queue = %s AND m.id = r.id
+            GROUP BY m.state
             """,
-            (queue, list(ids)),
+            (orjson.dumps(list(ids)).decode(), queue),
         ).fetchall()
         return {"ready": 0, "done": 0, "dead": 0, **dict(rows)}
 
