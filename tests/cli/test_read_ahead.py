@@ -183,3 +183,11 @@ def test_what_run_reads_ahead_lands_as_the_load_stage_makes_it(pgstac, tmp_path)
             """
         ).fetchone()
     assert differing == (0, 3000)
+
+
+def test_big_records_are_read_ahead_by_their_size_not_their_count():
+    ahead = ReadAhead(iter(["x" * 1000] * 10 + ["y"] * 10), limit=100, budget=2500, size=len)
+    assert [ahead.step() for _ in range(4)] == [True, True, True, False]  # 3000 bytes held
+    next(ahead)
+    assert ahead.step()  # room again
+    assert len(list(ahead)) == 19

@@ -203,8 +203,14 @@ again. ``--batch-size`` above it is used as given."""
 
 
 READ_AHEAD = DIRECT_BATCH
-"""At most this many records are read ahead while a load waits on the database: the next
-batch, not more (each parsed item holds ten times its line's bytes)."""
+READ_AHEAD_BYTES = 32 << 20
+"""At most this many records, and records of this many bytes of input, are read ahead while a
+load waits on the database: the next batch, not more (a parsed item holds several times its
+line's bytes, and waits fit only a few big ones)."""
+
+
+def _line_length(record: InputRecord | InputProblem) -> int:
+    return record.span.length if isinstance(record, InputRecord) and record.span else 0
 
 
 Checked = tuple[Span, str | None]
@@ -325,7 +331,9 @@ class LocalPipeline:
         prepared: Iterable[tuple] = _prepared(records, check_items=read_ahead)
         ahead: ReadAhead | None = None
         if read_ahead:
-            prepared = ahead = ReadAhead(prepared, limit=READ_AHEAD)
+            prepared = ahead = ReadAhead(
+                prepared, READ_AHEAD, READ_AHEAD_BYTES, lambda t: _line_length(t[0])
+            )
             session = self.session(ahead.step)
         else:
             session = self.session()

@@ -36,9 +36,20 @@ class ReadAhead(Generic[T]):
     its load's time to free.
     """
 
-    def __init__(self, source: Iterable[T], limit: int) -> None:
+    def __init__(
+        self,
+        source: Iterable[T],
+        limit: int,
+        budget: int | None = None,
+        size: Callable[[T], int] | None = None,
+    ) -> None:
+        """At most ``limit`` items ahead, and (with ``size``) items of at most ``budget``
+        in all: big items are few to a wait anyway, and each one read ahead is held."""
         self._source = iter(source)
         self._limit = limit
+        self._budget = budget
+        self._size = size
+        self._held = 0
         self._ahead: deque[T] = deque()
         self._error: BaseException | None = None
         self._exhausted = False
@@ -52,9 +63,12 @@ class ReadAhead(Generic[T]):
     def step(self) -> bool:
         """Read one more item ahead, or free one discarded; False when there is nothing to
         do (nothing to read, or ``limit`` items waiting, and nothing to free)."""
-        if not self._exhausted and len(self._ahead) < self._limit:
+        if not self._exhausted and len(self._ahead) < self._limit and not self._full():
             try:
-                self._ahead.append(next(self._source))
+                item = next(self._source)
+                self._ahead.append(item)
+                if self._size is not None:
+                    self._held += self._size(item)
                 return True
             except StopIteration:
                 self._exhausted = True
@@ -68,12 +82,18 @@ class ReadAhead(Generic[T]):
             return True
         return False
 
+    def _full(self) -> bool:
+        return self._budget is not None and self._held >= self._budget
+
     def __iter__(self) -> Iterator[T]:
         return self
 
     def __next__(self) -> T:
         if self._ahead:
-            return self._ahead.popleft()
+            item = self._ahead.popleft()
+            if self._size is not None:
+                self._held -= self._size(item)
+            return item
         if self._error is not None:
             error, self._error = self._error, None
             raise error
