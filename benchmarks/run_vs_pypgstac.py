@@ -57,7 +57,7 @@ def pypgstac_cli(path: Path, dsn: str) -> float:
     return t.seconds
 
 
-def profile_run(path: Path, dsn: str, top: int = 15) -> None:
+def profile_run(path: Path, dsn: str, top: int = 25) -> None:
     """One more ``run`` under py-spy (through uvx): where its threads spend their time, by the
     innermost stactools-ingest function and what it was doing (waiting on PostgreSQL, or not)."""
     from collections import Counter
@@ -67,20 +67,30 @@ def profile_run(path: Path, dsn: str, top: int = 15) -> None:
         spy = ["uvx", "py-spy", "record", "--threads", "--idle", "-r", "200", "-f", "raw"]
         cmd = [*spy, "-o", str(raw), "--", str(BIN / "stactools-ingest"), "run", str(path)]
         subprocess.run([*cmd, "--dsn", dsn, "-q"], capture_output=True, env=_env(dsn), check=True)
-        samples: Counter[tuple[str, str, str]] = Counter()
+        samples: Counter[tuple[str, str, str, str]] = Counter()
         for line in raw.read_text().splitlines():
             stack, _, count = line.rpartition(" ")
             frames = stack.split(";")
-            ours = [f for f in frames if "stactools_ingest/" in f or "item_load/" in f]
+            ours = [
+                f
+                for f in frames
+                if ("stactools_ingest/" in f or "item_load/" in f) and "read_ahead.py" not in f
+            ]
             where = ours[-1].split(" (")[0] if ours else "-"
             thread = frames[0].split(": ")[-1]
-            samples[(thread, where, frames[-1].split(" (")[0])] += int(count)
+            # work done while a load waits on PostgreSQL (read_ahead): overlapped, not added
+            ahead = "yes" if any("_working_while_waiting" in f for f in frames) else ""
+            samples[(thread, where, frames[-1].split(" (")[0], ahead)] += int(count)
     rows = [
-        (thread, where, leaf, f"{n / 200:.2f}")
-        for (thread, where, leaf), n in samples.most_common()
+        (thread, where, leaf, ahead, f"{n / 200:.2f}")
+        for (thread, where, leaf, ahead), n in samples.most_common()
         if not leaf.endswith("Condition.wait")  # idle threads
     ]
-    print_table(rows[:top], ("thread", "stactools-ingest function", "innermost frame", "seconds"))
+    headers = ("thread", "stactools-ingest function", "innermost frame", "in a wait", "seconds")
+    print_table(rows[:top], headers)
+    overlapped = sum(float(r[-1]) for r in rows if r[3])
+    total = sum(float(r[-1]) for r in rows)
+    print(f"{total:.2f} s sampled, {overlapped:.2f} s of it read ahead inside database waits")
 
 
 def main() -> None:
