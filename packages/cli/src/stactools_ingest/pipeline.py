@@ -411,6 +411,8 @@ class LocalPipeline:
             load_direct()
         flush()
         session.close()
+        if ahead is not None:
+            ahead.close()
         return out
 
     def _load_from_input(self, session: Session, batch: list[Direct]) -> list[tuple]:

@@ -82,6 +82,13 @@ class ReadAhead(Generic[T]):
             return True
         return False
 
+    def close(self) -> None:
+        """Drop what is read ahead and what waits to be freed: whatever still holds ``step``
+        (a connection kept for reuse) would otherwise keep it all until the process exits."""
+        self._ahead.clear()
+        self._garbage.clear()
+        self._held, self._exhausted = 0, True
+
     def _full(self) -> bool:
         return self._budget is not None and self._held >= self._budget
 
