@@ -143,6 +143,26 @@ def test_missing_file_is_one_line_and_nothing_runs(pgstac, tmp_path):
     assert result.stderr.strip() == f"error: {tmp_path / 'nope.ndjson'}: no such file"
 
 
+def test_a_file_named_in_bytes_that_are_not_utf8_is_one_line_and_nothing_runs(pgstac, tmp_path):
+    # GIVEN an input file whose name is not UTF-8 (Latin-1 "é")
+    odd = os.fsencode(tmp_path) + b"/caf\xe9.ndjson"
+    with open(odd, "wb") as f:
+        f.write(json.dumps(item("x1", "x")).encode() + b"\n")
+    # WHEN it runs
+    result = subprocess.run(
+        [CLI.encode(), b"run", odd, b"--dsn", pgstac.dsn.encode()], capture_output=True, timeout=60
+    )
+    # THEN one line says what to do, and nothing was queued
+    assert result.returncode == 2
+    [message] = result.stderr.decode().strip().splitlines()
+    assert message.endswith(
+        "caf\ufffd.ndjson: the file's name is not valid UTF-8; rename it "
+        "(or pipe it to stdin: run -)"
+    )
+    with pgstac.connect() as conn:
+        assert conn.execute("SELECT to_regclass('stactools_ingest.messages')").fetchone() == (None,)
+
+
 def test_malformed_line_is_reported_and_the_rest_runs(pgstac, tmp_path):
     path = tmp_path / "input.ndjson"
     path.write_text(

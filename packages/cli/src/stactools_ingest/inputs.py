@@ -83,9 +83,20 @@ class InputProblem:
 
 
 def check_files(paths: list[str]) -> None:
-    """Fail before doing anything if a named file is missing."""
+    """Fail before doing anything if a named file is missing, or named in bytes that are not
+    UTF-8 (the queue keeps where a line is as text, and could not say where it was)."""
     for path in paths:
-        if path != "-" and not Path(path).is_file():
+        if path == "-":
+            continue
+        try:
+            str(Path(path).absolute()).encode()
+        except UnicodeEncodeError:
+            shown = path.encode(errors="surrogateescape").decode(errors="replace")
+            raise InputFileError(
+                f"{shown}: the file's name is not valid UTF-8; rename it (or pipe it to stdin: "
+                "run -)"
+            ) from None
+        if not Path(path).is_file():
             raise InputFileError(f"{path}: no such file")
 
 
