@@ -93,8 +93,7 @@ def check_files(paths: list[str]) -> None:
         except UnicodeEncodeError:
             shown = path.encode(errors="surrogateescape").decode(errors="replace")
             raise InputFileError(
-                f"{shown}: the file's name is not valid UTF-8; rename it (or pipe it to stdin: "
-                "run -)"
+                f"{shown}: the file's name is not valid UTF-8; rename it"
             ) from None
         if not Path(path).is_file():
             raise InputFileError(f"{path}: no such file")
