@@ -191,3 +191,54 @@ def test_big_records_are_read_ahead_by_their_size_not_their_count():
     next(ahead)
     assert ahead.step()  # room again
     assert len(list(ahead)) == 19
+
+
+def test_ctrl_c_while_reading_ahead_cancels_the_statement_and_is_not_lost(pgstac):
+    def interrupted() -> bool:
+        raise KeyboardInterrupt
+
+    with ReadingConnection.connect(**pgstac.conninfo, autocommit=True) as conn:
+        conn.idle_work = interrupted
+        # WHEN Ctrl-C arrives while a long statement runs
+        with pytest.raises(KeyboardInterrupt) as caught:
+            conn.execute("SELECT pg_sleep(30)")
+        # THEN the statement was cancelled (not waited out), as psycopg does on Ctrl-C
+        assert isinstance(caught.value.__cause__, psycopg.errors.QueryCanceled)
+        # AND when the statement fails anyway, the interruption is still what comes out
+        with pytest.raises(KeyboardInterrupt):
+            conn.execute("SELECT 1 / 0 FROM pg_sleep(0.2)")
+        conn.idle_work = None
+        assert conn.execute("SELECT 'next'").fetchone() == ("next",)
+
+
+def test_an_interrupted_source_does_not_look_finished():
+    def source():
+        yield 1
+        raise KeyboardInterrupt
+        yield 2  # pragma: no cover
+
+    ahead = ReadAhead(source(), limit=10)
+    assert ahead.step()
+    with pytest.raises(KeyboardInterrupt):
+        ahead.step()
+    assert next(ahead) == 1
+    with pytest.raises(KeyboardInterrupt):  # not a clean end of input
+        next(ahead)
+
+
+def test_at_most_one_loaded_batch_waits_to_be_freed():
+    import weakref
+
+    class Parsed:
+        pass
+
+    # GIVEN loads whose waits never had time to free anything (reading ahead took them all)
+    ahead = ReadAhead(_numbers(0), limit=10)
+    refs = []
+    for _ in range(5):
+        batch = [Parsed() for _ in range(3)]
+        refs.append([weakref.ref(p) for p in batch])
+        ahead.discard(batch)
+        del batch
+    # THEN only the last batch is still held
+    assert [sum(r() is not None for r in batch) for batch in refs] == [0, 0, 0, 0, 3]

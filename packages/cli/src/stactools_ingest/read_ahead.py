@@ -17,6 +17,7 @@ from __future__ import annotations
 import select
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import suppress
 from typing import Any, Generic, TypeVar
 
 import psycopg
@@ -56,9 +57,15 @@ class ReadAhead(Generic[T]):
         self._garbage: deque[list[Any]] = deque()
 
     def discard(self, items: list[Any]) -> None:
-        """Take ``items`` (a list no one else holds) to free them in later steps."""
+        """Take ``items`` (a list no one else holds) to free them in later steps.
+
+        One list at most waits: when the waits had no time to free the one before, it is
+        freed now, so what a run holds does not grow with its input.
+        """
         if items:
             self._garbage.append(items)
+        while len(self._garbage) > 1:
+            self._garbage.popleft()
 
     def step(self) -> bool:
         """Read one more item ahead, or free one discarded; False when there is nothing to
@@ -72,8 +79,12 @@ class ReadAhead(Generic[T]):
                 return True
             except StopIteration:
                 self._exhausted = True
-            except Exception as e:
+            except BaseException as e:
+                # Raised where its item would have been. An interruption (Ctrl-C) is raised
+                # now too: the source it went through is closed, and must not look finished.
                 self._error, self._exhausted = e, True
+                if not isinstance(e, Exception):
+                    raise
         if self._garbage:
             garbage = self._garbage[0]
             garbage.pop()
@@ -110,18 +121,19 @@ class ReadAhead(Generic[T]):
 
 
 def _working_while_waiting(
-    gen: PQGen[RV], fileno: int, work: Callable[[], bool]
+    gen: PQGen[RV], fileno: int, work: Callable[[], bool], cancel: Callable[[], None]
 ) -> Generator[Wait, Ready | int, RV]:
     """``gen``, doing ``work`` before each wait until the socket is ready or work runs out.
 
     psycopg's own wait then finds the socket ready (or waits for the rest). An interruption
-    (Ctrl-C) during the work stops it, and is raised once PostgreSQL's answer is read: raised
-    at once, it would leave that answer unread on the connection.
+    (Ctrl-C) during the work stops it and cancels the statement, as psycopg does on Ctrl-C;
+    it is raised once PostgreSQL has answered (raised at once, the answer would stay unread
+    on the connection), whether the statement then ended or failed.
     """
     poller = select.poll()
     poller.register(fileno, 0)
     interrupted: BaseException | None = None
-    working = True
+    cancelled = False
     try:
         wait = next(gen)
         while True:
@@ -129,16 +141,24 @@ def _working_while_waiting(
                 fileno,
                 (select.POLLIN if wait & Wait.R else 0) | (select.POLLOUT if wait & Wait.W else 0),
             )
-            try:
-                while working and not poller.poll(0) and work():
-                    pass
-            except BaseException as e:  # raised below, once the answer is read
-                interrupted, working = e, False
+            if interrupted is None:
+                try:
+                    while not poller.poll(0) and work():
+                        pass
+                except BaseException as e:  # raised below, once the answer is read
+                    interrupted = e
+            if interrupted is not None and not cancelled and wait == Wait.R:
+                cancel()  # waiting for the answer only: the statement is at the server
+                cancelled = True
             wait = gen.send((yield wait))
     except StopIteration as done:
         if interrupted is not None:
             raise interrupted from None
         return done.value  # type: ignore[no-any-return]
+    except BaseException as error:
+        if interrupted is not None:
+            raise interrupted from error  # the statement's end (canceled) is not the news
+        raise
 
 
 class ReadingConnection(psycopg.Connection[Any]):
@@ -146,8 +166,13 @@ class ReadingConnection(psycopg.Connection[Any]):
 
     idle_work: Callable[[], bool] | None = None
 
+    def _cancel_statement(self) -> None:
+        """Ask the server to cancel what runs (Ctrl-C); its answer still has to be read."""
+        with suppress(Exception):  # a failed cancel leaves the statement to end by itself
+            self.cancel_safe(timeout=5.0)
+
     def wait(self, gen: PQGen[RV], *args: Any, **kwargs: Any) -> RV:
         work = self.idle_work
         if work is not None and hasattr(select, "poll"):  # not on Windows: no reading ahead
-            gen = _working_while_waiting(gen, self.pgconn.socket, work)
+            gen = _working_while_waiting(gen, self.pgconn.socket, work, self._cancel_statement)
         return super().wait(gen, *args, **kwargs)
