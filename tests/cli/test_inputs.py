@@ -62,8 +62,18 @@ def test_a_file_is_one_document_or_lines(tmp_path, text, expected):
         for r in records
     ]
     assert got == expected
-    for r in records:  # lines are kept by reference, keyed by their bytes; documents are not
-        if isinstance(r, InputRecord):
-            assert (
-                (r.span is not None) == (r.key is not None) == (":" in r.source[len(str(path)) :])
-            )
+    for r in records:  # lines are kept by reference; lines and whole documents are known by
+        if isinstance(r, InputRecord):  # their bytes, array members by their content
+            line = ":" in r.source[len(str(path)) :]
+            assert (r.span is not None) == line
+            assert (r.key is not None) == (line or "#" not in r.source)
+
+
+def test_a_document_alone_in_its_file_is_known_as_on_a_line_of_a_longer_one(tmp_path):
+    line = '{"type": "Feature", "id": "x"}'
+    alone, longer = tmp_path / "alone.json", tmp_path / "longer.ndjson"
+    alone.write_text(line + "\n")
+    longer.write_text(line + "\n" + '{"type": "Feature", "id": "y"}\n')
+    [a] = read_inputs([str(alone)])
+    b, _ = read_inputs([str(longer)])
+    assert a.key is not None and a.key == b.key

@@ -155,7 +155,10 @@ def test_a_file_named_in_bytes_that_are_not_utf8_is_one_line_and_nothing_runs(pg
     # THEN one line says what to do, and nothing was queued
     assert result.returncode == 2
     [message] = result.stderr.decode().strip().splitlines()
-    assert message.endswith("caf\ufffd.ndjson: the file's name is not valid UTF-8; rename it")
+    assert message.endswith(
+        "caf\ufffd.ndjson: the file's path is not valid UTF-8; rename it (or the directory "
+        "it is in)"
+    )
     with pgstac.connect() as conn:
         assert conn.execute("SELECT to_regclass('stactools_ingest.messages')").fetchone() == (None,)
 

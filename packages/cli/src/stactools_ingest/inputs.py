@@ -64,8 +64,8 @@ class FileSpan:
 class InputRecord:
     """One object from an input file, with where it came from (``span``: its bytes there).
 
-    ``key`` is the hash of the NDJSON line it was read from: a document's message id (see
-    ``record_id``).
+    ``key`` is the hash of the NDJSON line (or the one-document file) it was read from: a
+    document's message id (see ``record_id``).
     """
 
     source: str
@@ -93,7 +93,8 @@ def check_files(paths: list[str]) -> None:
         except UnicodeEncodeError:
             shown = path.encode(errors="surrogateescape").decode(errors="replace")
             raise InputFileError(
-                f"{shown}: the file's name is not valid UTF-8; rename it"
+                f"{shown}: the file's path is not valid UTF-8; rename it (or the directory "
+                "it is in)"
             ) from None
         if not Path(path).is_file():
             raise InputFileError(f"{path}: no such file")
@@ -130,9 +131,12 @@ def read_inputs(paths: list[str]) -> Iterator[InputRecord | InputProblem]:
             else:
                 yield InputProblem(f"{name}:{e.lineno}:{e.colno}", f"not valid JSON: {e.msg}")
             continue
-        items = whole if isinstance(whole, list) else [whole]
-        for n, obj in enumerate(items, start=1):
-            yield InputRecord(f"{name}#{n}" if isinstance(whole, list) else name, obj)
+        if not isinstance(whole, list):
+            # known by its bytes, as the same document on a line of a longer file would be
+            yield InputRecord(name, whole, None, _digest(data.strip()))
+            continue
+        for n, obj in enumerate(whole, start=1):
+            yield InputRecord(f"{name}#{n}", obj)
 
 
 _NON_SPACE = re.compile(rb"\S")
