@@ -319,7 +319,8 @@ class LocalPipeline:
         on_load: Callable[[], None] | None = None,
         read_ahead: bool = False,
     ) -> Enqueued:
-        """Put every usable input on its queue; ids come from content, so repeats are no-ops.
+        """Put every usable input on its queue; ids come from the input (a document's line, a
+        request's content: ``record_id``), so repeats are no-ops.
 
         Commits every ``chunk`` inputs, so workers already running start on the first ones
         while the rest of the file is read. Stops early when the run is stopping. ``on_load``
