@@ -14,11 +14,10 @@ import boto3
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
+from ingest_common.ledger import PAGE_MAX
 from stactools_ingest.aws_stack import AwsOpsError
 
 TIMEOUT_SECONDS = 30
-PAGE_MAX = 1000
-"""The most rows the ingest API answers in one page (``ingest_api.core.PAGE_MAX``)."""
 
 
 class IngestApiError(AwsOpsError):

@@ -14,13 +14,12 @@ import psycopg
 
 from ingest_api.validation import check_documents, classify
 from ingest_common.errors import PermanentError
-from ingest_common.ledger import STATES, clean_request_id
+from ingest_common.ledger import PAGE_MAX, STATES, clean_request_id
 from item_load import ledger
 
 MAX_OBJECTS = 2_000
 """Per call to the deployment's API: what its Lambda publishes well inside API Gateway's 29 s
 (``submit`` takes files of any size)."""
-PAGE_MAX = 1000
 
 
 class Unusable(ValueError):

@@ -37,6 +37,8 @@ QUEUED, GENERATED, LOADED, FAILED, DEAD_LETTERED, SUPERSEDED = (
     "superseded",
 )
 STATES = (QUEUED, GENERATED, LOADED, FAILED, DEAD_LETTERED, SUPERSEDED)
+PAGE_MAX = 1000
+"""The most ledger rows the ingest API (deployed, or ``serve``'s) answers in one page."""
 REPORTED_STATES = frozenset({GENERATED, FAILED, DEAD_LETTERED})
 """What a status report may say: the states ItemGen decides."""
 

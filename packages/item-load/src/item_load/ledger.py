@@ -37,6 +37,7 @@ from ingest_common.ledger import (
     LOAD_STAGE,
     LOADED,
     QUEUED,
+    STATES,
     SUPERSEDED,
 )
 from item_load.messages import Document
@@ -381,9 +382,7 @@ def counts(
         f"SELECT state, count(*) FROM stactools_ingest.ledger{where} GROUP BY state", params
     ).fetchall()
     found = dict(rows)
-    return {
-        s: found.get(s, 0) for s in (QUEUED, GENERATED, LOADED, FAILED, DEAD_LETTERED, SUPERSEDED)
-    }
+    return {s: found.get(s, 0) for s in STATES}
 
 
 def prune(conn: psycopg.Connection, retention: timedelta) -> int:
