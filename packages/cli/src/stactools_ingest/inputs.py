@@ -210,7 +210,7 @@ def record_id(record: InputRecord, queue: str) -> str:
     row (newest wins). Requests keep the id of their content, whatever their layout: it is
     their request id in the ledger when they name none.
     """
-    if queue == "load" and record.key is not None:
+    if queue == validation.LOAD and record.key is not None:
         return record.key
     return message_id(record.obj)
 
